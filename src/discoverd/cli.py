@@ -1,0 +1,89 @@
+"""The ``discoverd`` command line: ``discoverd serve [flags]``.
+
+Flags use the names other tooling drives (``--addr``, ``--advertise``, ``--zone``, ``--region``,
+``--env``, ``--hostname``, ``--nodes``, ``--poll-hold``, ``--evict-after``, ``--evict-interval``,
+``--protect-threshold``, ``--enable-protect``, ``--log-level``, ``--config``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from discoverd.config import load_config
+from discoverd.errors import ConfigError
+
+_SERVE_FLAGS: tuple[tuple[str, type, str], ...] = (
+    ("--addr", str, "listen address HOST:PORT (default 127.0.0.1:7171; port 0 = any free port)"),
+    ("--advertise", str, "address announced to peers and clients (default: the bound --addr)"),
+    ("--zone", str, "the node's zone (env ZONE, default zone01)"),
+    ("--region", str, "the node's region (env REGION, default region01)"),
+    ("--env", str, "deploy env, clients must use the same (env DEPLOY_ENV, default dev)"),
+    ("--hostname", str, "the node's unique name (env HOSTNAME, default the OS hostname)"),
+    ("--nodes", str, "own-zone nodes a:p,b:p, itself included (env DISCOVERY_NODES)"),
+    ("--poll-hold", float, "seconds a long poll is held before -304 (default 30)"),
+    ("--evict-after", float, "seconds without renew before eviction (default 90)"),
+    ("--evict-ceiling", float, "seconds without renew before eviction even in protect (3600)"),
+    ("--evict-interval", float, "seconds between eviction passes / guard windows (default 60)"),
+    ("--recount-interval", float, "seconds between guard recounts (default 900)"),
+    ("--protect-threshold", float, "share of expected renews below which eviction stops (0.85)"),
+    ("--protect-duration", float, "seconds of start-up protect with --enable-protect (default 60)"),
+    ("--self-renew-interval", float, "seconds between renews of the own registration (30)"),
+    ("--log-level", str, "debug, info, warning or error (default info)"),
+)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="discoverd", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run a registry server node")
+    serve.add_argument("--config", help="TOML file with the same settings (flag names, _ for -)")
+    for flag, typ, help_ in _SERVE_FLAGS:
+        serve.add_argument(flag, type=typ, default=None, help=help_)
+    serve.add_argument(
+        "--enable-protect",
+        action="store_true",
+        default=None,
+        help="start in start-up protect: reads answer -500 until synced or --protect-duration",
+    )
+    return p
+
+
+def _serve(ns: argparse.Namespace) -> int:
+    from discoverd.server.runner import Node, serve_forever
+
+    overrides = {k: v for k, v in vars(ns).items() if k not in {"command", "config"} and v is not None}
+    try:
+        config = load_config(toml_path=ns.config, overrides=overrides)
+    except ConfigError as exc:
+        print(f"discoverd: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=config.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+
+    def ready(node: Node) -> None:
+        print(f"discoverd listening on {node.address}", flush=True)
+
+    try:
+        serve_forever(config, on_ready=ready)
+    except OSError as exc:
+        print(f"discoverd: cannot listen on {config.addr}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``discoverd`` console script; returns the exit status."""
+    ns = _parser().parse_args(argv)
+    if ns.command == "serve":
+        return _serve(ns)
+    return 2  # pragma: no cover - argparse enforces the sub-command
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

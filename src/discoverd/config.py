@@ -1,0 +1,149 @@
+"""Server configuration: a frozen dataclass, loaded from defaults < environment < TOML < flags.
+
+Environment variables are the kratos ones (``ZONE``, ``REGION``, ``DEPLOY_ENV``, ``HOSTNAME``,
+``DISCOVERY_NODES``); the TOML file (``--config``) uses the flag names with underscores
+(``poll_hold = 30``); command-line flags win over both.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from discoverd.errors import ConfigError
+
+DEFAULT_ADDR = "127.0.0.1:7171"
+
+
+def split_hostport(addr: str) -> tuple[str, int]:
+    """``"host:port"`` (``[v6]:port`` too) → ``(host, port)``; raises :class:`ConfigError`."""
+    host, sep, port = addr.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"address {addr!r}: expected HOST:PORT")
+    host = host.strip("[]")
+    if not host:
+        raise ConfigError(f"address {addr!r}: missing host")
+    return host, int(port)
+
+
+def join_hostport(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ServerConfig:
+    """Everything a registry node needs to know. Durations are seconds (floats allowed)."""
+
+    addr: str = DEFAULT_ADDR
+    """Listen address HOST:PORT (port 0 picks a free one)."""
+    advertise: str = ""
+    """Address peers and clients use; defaults to the bound listen address."""
+    zone: str = "zone01"
+    region: str = "region01"
+    env: str = "dev"
+    hostname: str = field(default_factory=socket.gethostname)
+    nodes: tuple[str, ...] = ()
+    """Own-zone peers, itself included (a single node lists itself)."""
+    poll_hold: float = 30.0
+    """How long a long poll is held before -304."""
+    evict_after: float = 90.0
+    """Renew age after which an instance is evicted."""
+    evict_ceiling: float = 3600.0
+    """Renew age after which an instance is evicted even while the guard protects."""
+    evict_interval: float = 60.0
+    """Eviction (and guard window) period."""
+    recount_interval: float = 900.0
+    """Period of the guard's expected-renews recount."""
+    protect_threshold: float = 0.85
+    """Share of expected renews below which eviction is suspended; also caps evictions per pass."""
+    enable_protect: bool = False
+    """Start in start-up protect: reads answer -500 until a peer sync or ``protect_duration``."""
+    protect_duration: float = 60.0
+    self_renew_interval: float = 30.0
+    """Renew period of the node's own ``infra.discovery`` registration."""
+    max_body: int = 1 << 20
+    idle_timeout: float = 120.0
+    log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        split_hostport(self.addr)
+        if self.advertise:
+            split_hostport(self.advertise)
+        for n in self.nodes:
+            split_hostport(n)
+        for name in ("poll_hold", "evict_after", "evict_interval", "self_renew_interval"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive")
+        if not 0.0 < self.protect_threshold <= 1.0:
+            raise ConfigError("protect_threshold must be in (0, 1]")
+        for name in ("zone", "env", "hostname"):
+            if not getattr(self, name):
+                raise ConfigError(f"{name} must not be empty")
+
+    def replace(self, **changes: Any) -> ServerConfig:
+        return dataclasses.replace(self, **changes)
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(ServerConfig)}
+_ENV_VARS = {
+    "ZONE": "zone",
+    "REGION": "region",
+    "DEPLOY_ENV": "env",
+    "HOSTNAME": "hostname",
+    "DISCOVERY_NODES": "nodes",
+}
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """Convert a TOML/env/flag value to the field's type; raises :class:`ConfigError`."""
+    if name not in _FIELDS:
+        raise ConfigError(f"unknown setting {name!r}")
+    default = getattr(ServerConfig(hostname="x"), name)
+    try:
+        if name == "nodes":
+            items = value.split(",") if isinstance(value, str) else list(value)
+            return tuple(str(v).strip() for v in items if str(v).strip())
+        if isinstance(default, bool):
+            if isinstance(value, str):
+                return value.strip().lower() in {"1", "t", "true", "yes", "on"}
+            return bool(value)
+        if isinstance(default, int) and not isinstance(default, bool):
+            return int(value)
+        if isinstance(default, float):
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{name}: invalid value {value!r}") from exc
+
+
+def load_config(
+    *,
+    toml_path: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> ServerConfig:
+    """Build the config from the environment, an optional TOML file, then ``overrides`` (flags)."""
+    values: dict[str, Any] = {}
+    env = os.environ if environ is None else environ
+    for var, name in _ENV_VARS.items():
+        if env.get(var):
+            values[name] = _coerce(name, env[var])
+    if toml_path is not None:
+        try:
+            data = tomllib.loads(Path(toml_path).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"config {toml_path}: {exc}") from exc
+        for key, value in data.items():
+            if isinstance(value, dict):
+                continue  # tables ([zones]...) belong to later features
+            values[key.replace("-", "_")] = _coerce(key.replace("-", "_"), value)
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            values[key] = _coerce(key, value)
+    return ServerConfig(**values)

@@ -1,0 +1,171 @@
+"""A running registry node: the HTTP front, the protocol app and the background loops.
+
+:class:`Node` owns everything it starts: one ``asyncio.TaskGroup`` runs the eviction/guard loop,
+the guard recount, the self-renew of ``infra.discovery``, the end of start-up protect and the
+idle-connection reaper. :meth:`Node.stop` is the one switch; the stop is graceful: held polls are
+answered -304, the node cancels its own registration, connections close (within 2 s).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
+
+from discoverd.config import ServerConfig, join_hostport, split_hostport
+from discoverd.core.registry import Registry
+from discoverd.server.app import ProtocolApp
+from discoverd.server.http import HttpServer, text_response
+
+log = logging.getLogger("discoverd.node")
+
+
+class Node:
+    """One registry node. Use :meth:`run` (blocks until stopped) or :func:`running_node`."""
+
+    def __init__(self, config: ServerConfig, registry: Registry | None = None) -> None:
+        self.config = config
+        self._registry = registry
+        self.app: ProtocolApp | None = None
+        self.http: HttpServer | None = None
+        self.ready = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._closed = False
+
+    def __repr__(self) -> str:
+        state = "stopped" if self._closed else "ready" if self.ready.is_set() else "starting"
+        return f"<Node {self.config.advertise or self.config.addr} {state}>"
+
+    @property
+    def address(self) -> str:
+        """The bound ``host:port`` (valid once :attr:`ready` is set)."""
+        assert self.http is not None
+        return join_hostport(*self.http.address)
+
+    def stop(self) -> None:
+        """Ask the node to stop gracefully; idempotent, safe from signal handlers."""
+        self._stop.set()
+
+    async def _start(self) -> ProtocolApp:
+        host, port = split_hostport(self.config.addr)
+        config = self.config
+        self.http = HttpServer(
+            lambda _req: text_response(503, "starting"),
+            max_body=config.max_body,
+            idle_timeout=config.idle_timeout,
+        )
+        await self.http.start(host, port)
+        if not config.advertise:
+            config = config.replace(advertise=self.address)
+            self.config = config
+        app = ProtocolApp(config, self._registry)
+        self.http.handler, self.http.on_abort = app.handle, app.on_abort
+        self.app = app
+        app.register_self()
+        log.info("discoverd listening on %s (advertise %s)", self.address, config.advertise)
+        return app
+
+    async def run(self) -> None:
+        """Start, serve until :meth:`stop`, then shut down gracefully. Not re-entrant."""
+        if self._closed:
+            raise RuntimeError("a Node cannot be restarted")
+        app = await self._start()
+        c = self.config
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tasks = [
+                    tg.create_task(_every(c.evict_interval, app.evict)),
+                    tg.create_task(
+                        _every(
+                            c.recount_interval,
+                            lambda: app.registry.guard.recount(app.registry.size),
+                        )
+                    ),
+                    tg.create_task(_every(c.self_renew_interval, app.renew_self)),
+                    tg.create_task(_every(max(1.0, c.idle_timeout / 4), self._reap)),
+                ]
+                if app.protected:
+                    tasks.append(tg.create_task(self._end_protect(c.protect_duration)))
+                self.ready.set()
+                await self._stop.wait()
+                for t in tasks:
+                    t.cancel()
+        finally:
+            await self._shutdown(app)
+
+    async def _end_protect(self, after: float) -> None:
+        await asyncio.sleep(after)
+        if self.app is not None and self.app.protected:
+            self.app.protected = False
+            log.info("start-up protect ended after %.0f s", after)
+
+    def _reap(self) -> None:
+        if self.http is not None:
+            self.http.reap_idle()
+
+    async def _shutdown(self, app: ProtocolApp) -> None:
+        self._closed = True
+        assert self.http is not None
+        self.http.stop_accepting()
+        answered = app.shutdown()
+        app.cancel_self()
+        await asyncio.sleep(0)  # let the transports flush what was just written
+        await asyncio.wait_for(self.http.close(), timeout=1.5)
+        log.info("discoverd stopped (%d held poll(s) answered -304)", answered)
+
+
+async def _every(period: float, fn: Callable[[], object]) -> None:
+    """Call ``fn`` every ``period`` seconds (first call after one period), until cancelled."""
+    while True:
+        await asyncio.sleep(period)
+        try:
+            fn()
+        except Exception:
+            log.exception("periodic task %r failed", fn)
+
+
+@contextlib.asynccontextmanager
+async def running_node(config: ServerConfig, registry: Registry | None = None) -> AsyncIterator[Node]:
+    """Run a node in the current loop for the duration of the block (tests, embedding)."""
+    node = Node(config, registry)
+    async with asyncio.TaskGroup() as tg:
+        task = tg.create_task(node.run())
+        ready = tg.create_task(node.ready.wait())
+        await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            ready.cancel()
+            await task  # re-raises the start-up failure
+        try:
+            yield node
+        finally:
+            node.stop()
+
+
+def serve_forever(config: ServerConfig, *, on_ready: Callable[[Node], None] | None = None) -> None:
+    """Run a node until SIGINT/SIGTERM, on uvloop where available. Blocks."""
+
+    async def main() -> None:
+        node = Node(config)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, node.stop)
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(node.run())
+            await node.ready.wait()
+            if on_ready is not None:
+                on_ready(node)
+
+    _run(main())
+
+
+def _run(coro: Coroutine[Any, Any, None]) -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - platforms without uvloop
+        asyncio.run(coro)
+    else:
+        uvloop.run(coro)
