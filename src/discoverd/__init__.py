@@ -21,13 +21,11 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ALL",
-    "INFRA_APPID",
-    "UP",
-    "WAITING",
     "BadRequest",
     "ConfigError",
     "Conflict",
     "DiscoverdError",
+    "INFRA_APPID",
     "Instance",
     "NotFound",
     "NotModified",
@@ -35,7 +33,9 @@ __all__ = [
     "ServerConfig",
     "ServerError",
     "Status",
+    "UP",
     "Unavailable",
+    "WAITING",
     "__version__",
     "load_config",
 ]

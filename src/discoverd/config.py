@@ -140,9 +140,10 @@ def load_config(
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"config {toml_path}: {exc}") from exc
         for key, value in data.items():
+            name = key.replace("-", "_")
             if isinstance(value, dict):
-                continue  # tables ([zones]...) belong to later features
-            values[key.replace("-", "_")] = _coerce(key.replace("-", "_"), value)
+                raise ConfigError(f"config {toml_path}: unknown table [{key}]")
+            values[name] = _coerce(name, value)
     for key, value in (overrides or {}).items():
         if value is not None:
             values[key] = _coerce(key, value)

@@ -45,7 +45,12 @@ def test_accept_is_called_once_per_distinct_zone() -> None:
     for _ in range(5):
         ws.park(Waiter(env="dev", appids=("x",), zone="z"))
     calls: list[str] = []
-    ws.take(("x", "dev"), lambda z: calls.append(z) is None)
+
+    def accept(zone: str) -> bool:
+        calls.append(zone)
+        return True
+
+    ws.take(("x", "dev"), accept)
     assert calls == ["z"]
 
 

@@ -109,9 +109,7 @@ def test_renew_returns_a_copy() -> None:
     assert stored is not None and stored.addrs == ["http://10.0.0.1:80"]
 
 
-@pytest.mark.parametrize(
-    ("peer_dirty", "code"), [(T0 + 1, -404), (T0 - 1, -409), (T0, 0), (None, 0)]
-)
+@pytest.mark.parametrize(("peer_dirty", "code"), [(T0 + 1, -404), (T0 - 1, -409), (T0, 0), (None, 0)])
 def test_replicated_renew_compares_dirty(peer_dirty: int | None, code: int) -> None:
     r = Registry()
     r.register(inst(), T0)

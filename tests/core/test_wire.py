@@ -62,9 +62,12 @@ def test_instance_field_order_matches_go_struct() -> None:
         "latest_timestamp",
     ]
     assert obj["metadata"] == {}
-    assert wire.instance_obj(Instance(zone="z", env="e", appid="a", hostname="h"), null_metadata=True)[
-        "metadata"
-    ] is None
+    assert (
+        wire.instance_obj(Instance(zone="z", env="e", appid="a", hostname="h"), null_metadata=True)[
+            "metadata"
+        ]
+        is None
+    )
 
 
 def test_fetch_all_groups_by_appid_across_envs() -> None:

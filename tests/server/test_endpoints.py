@@ -95,7 +95,9 @@ async def test_register_params_in_query_string_without_body(wire: Wire, http: ai
 
 
 async def test_register_body_value_wins_over_query(wire: Wire, http: aiohttp.ClientSession) -> None:
-    async with http.post(f"{wire.base}/register?version=fromquery", data=full_register(version="frombody")) as r:
+    async with http.post(
+        f"{wire.base}/register?version=fromquery", data=full_register(version="frombody")
+    ) as r:
         assert (await r.json())["code"] == 0
     data, _ = await wire.get("fetch", {"env": "dev", "appid": "main.account", "status": "1"})
     assert data["data"]["instances"]["sh001"][0]["version"] == "frombody"
@@ -115,11 +117,8 @@ async def test_register_body_value_wins_over_query(wire: Wire, http: aiohttp.Cli
 async def test_register_validation_messages(wire: Wire, missing: str, field: str, tag: str) -> None:
     params = [(k, v) for k, v in full_register() if k != missing]
     body, resp = await wire.post("register", params)
-    assert body == {
-        "code": -400,
-        "message": f"Key: 'ArgRegister.{field}' Error:Field validation for '{field}' failed on the '{tag}' tag",
-        "ttl": 1,
-    }
+    msg = f"Key: 'ArgRegister.{field}' Error:Field validation for '{field}' failed on the '{tag}' tag"
+    assert body == {"code": -400, "message": msg, "ttl": 1}
     assert resp.status == 200
     assert "kratos-status-code" not in resp.headers
 
@@ -209,7 +208,13 @@ async def test_replicated_renew_dirty_comparison(wire: Wire) -> None:
     await wire.post("register", full_register())
     data, _ = await wire.get("fetch", {"env": "dev", "appid": "main.account", "status": "1"})
     dirty = data["data"]["instances"]["sh001"][0]["dirty_timestamp"]
-    base = {"zone": "sh001", "env": "dev", "appid": "main.account", "hostname": "host-1", "replication": "true"}
+    base = {
+        "zone": "sh001",
+        "env": "dev",
+        "appid": "main.account",
+        "hostname": "host-1",
+        "replication": "true",
+    }
     newer, _ = await wire.post("renew", {**base, "dirty_timestamp": str(dirty + 1)})
     older, resp = await wire.post("renew", {**base, "dirty_timestamp": str(dirty - 1)})
     same, _ = await wire.post("renew", {**base, "dirty_timestamp": str(dirty)})
@@ -221,7 +226,10 @@ async def test_replicated_renew_dirty_comparison(wire: Wire) -> None:
 
 async def test_renew_validation(wire: Wire) -> None:
     body, _ = await wire.post("renew", {"zone": "sh001", "env": "dev", "appid": "a"})
-    assert body["message"] == "Key: 'ArgRenew.Hostname' Error:Field validation for 'Hostname' failed on the 'required' tag"
+    assert (
+        body["message"]
+        == "Key: 'ArgRenew.Hostname' Error:Field validation for 'Hostname' failed on the 'required' tag"
+    )
 
 
 # -- cancel --------------------------------------------------------------------------------------
@@ -262,7 +270,9 @@ async def test_fetch_status_bitmask_and_zone_filter(wire: Wire) -> None:
 
 async def test_fetch_absent_zone_is_404_with_empty_info(wire: Wire) -> None:
     await wire.post("register", full_register())
-    data, resp = await wire.get("fetch", {"env": "dev", "appid": "main.account", "status": "1", "zone": "nope"})
+    data, resp = await wire.get(
+        "fetch", {"env": "dev", "appid": "main.account", "status": "1", "zone": "nope"}
+    )
     assert data["code"] == -404 and data["message"] == "-404"
     assert data["data"]["instances"] == {} and data["data"]["latest_timestamp"] > 0
     assert resp.headers["kratos-status-code"] == "-404"
@@ -270,7 +280,10 @@ async def test_fetch_absent_zone_is_404_with_empty_info(wire: Wire) -> None:
 
 async def test_fetch_validation(wire: Wire) -> None:
     body, _ = await wire.get("fetch", {"env": "dev", "appid": "a"})
-    assert body["message"] == "Key: 'ArgFetch.Status' Error:Field validation for 'Status' failed on the 'required' tag"
+    assert (
+        body["message"]
+        == "Key: 'ArgFetch.Status' Error:Field validation for 'Status' failed on the 'required' tag"
+    )
 
 
 async def test_fetchs_returns_only_found_apps(wire: Wire) -> None:
@@ -284,7 +297,9 @@ async def test_fetchs_returns_only_found_apps(wire: Wire) -> None:
     empty, _ = await wire.get("fetchs", [("env", "dev"), ("status", "1"), ("appid", "missing")])
     assert empty["data"] == {}
     bad, _ = await wire.get("fetchs", [("env", "dev"), ("status", "1")])
-    assert bad["message"] == "Key: 'ArgFetchs.AppID' Error:Field validation for 'AppID' failed on the 'gt' tag"
+    assert (
+        bad["message"] == "Key: 'ArgFetchs.AppID' Error:Field validation for 'AppID' failed on the 'gt' tag"
+    )
 
 
 async def test_fetch_all_contains_self_registration(wire: Wire, node: Node) -> None:
@@ -343,7 +358,9 @@ async def test_set_errors_change_nothing(wire: Wire, params: list[tuple[str, str
     await wire.post("register", full_register())
     await wire.post("register", full_register(hostname="host-2"))
     before, _ = await wire.get("fetch", {"env": "dev", "appid": "main.account", "status": "3"})
-    body, resp = await wire.post("set", [("zone", "sh001"), ("env", "dev"), ("appid", "main.account"), *params])
+    body, resp = await wire.post(
+        "set", [("zone", "sh001"), ("env", "dev"), ("appid", "main.account"), *params]
+    )
     assert body["code"] == -400 and body["ttl"] == 1
     assert resp.headers["kratos-status-code"] == "-400"
     after, _ = await wire.get("fetch", {"env": "dev", "appid": "main.account", "status": "3"})
@@ -353,7 +370,8 @@ async def test_set_errors_change_nothing(wire: Wire, params: list[tuple[str, str
 async def test_set_unknown_zone_is_400(wire: Wire) -> None:
     await wire.post("register", full_register())
     body, _ = await wire.post(
-        "set", {"zone": "elsewhere", "env": "dev", "appid": "main.account", "hostname": "host-1", "status": "2"}
+        "set",
+        {"zone": "elsewhere", "env": "dev", "appid": "main.account", "hostname": "host-1", "status": "2"},
     )
     assert body["code"] == -400
 
@@ -381,9 +399,18 @@ async def test_unknown_path_is_plain_404(node: Node, http: aiohttp.ClientSession
 
 @pytest.mark.parametrize(
     ("method", "path"),
-    [("GET", "register"), ("GET", "renew"), ("GET", "cancel"), ("GET", "set"), ("POST", "fetch"), ("POST", "polls")],
+    [
+        ("GET", "register"),
+        ("GET", "renew"),
+        ("GET", "cancel"),
+        ("GET", "set"),
+        ("POST", "fetch"),
+        ("POST", "polls"),
+    ],
 )
-async def test_wrong_method_is_plain_405(node: Node, http: aiohttp.ClientSession, method: str, path: str) -> None:
+async def test_wrong_method_is_plain_405(
+    node: Node, http: aiohttp.ClientSession, method: str, path: str
+) -> None:
     async with http.request(method, f"http://{node.address}/discovery/{path}") as r:
         assert r.status == 405
         assert r.headers["Content-Type"].startswith("text/plain")

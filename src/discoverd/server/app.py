@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, Final, cast
+from typing import Final, cast
 
 from discoverd.config import ServerConfig
 from discoverd.core import args as specs
@@ -76,6 +76,7 @@ class ProtocolApp:
             "/discovery/nodes": ("GET", self.nodes),
         }
         self._gated = {"GET"}
+        self.extra_routes: dict[str, Callable[[HttpRequest], bytes]] = {"/metrics": self.metrics}
 
     def __repr__(self) -> str:
         return f"<ProtocolApp {self.advertise} {self.registry!r} {self.waiters!r}>"
@@ -86,6 +87,9 @@ class ProtocolApp:
         """The HTTP entry point: route, parse, run; every failure becomes a protocol answer."""
         route = self.routes.get(req.path)
         if route is None:
+            extra = self.extra_routes.get(req.path)
+            if extra is not None and req.method == "GET":
+                return extra(req)
             return text_response(404, "404 page not found")
         method, handler = route
         if req.method != method:
@@ -381,15 +385,28 @@ class ProtocolApp:
             req.respond(answer)
         return len(held)
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> dict[str, int]:
+        """Gauges of the node's state (also served at ``/metrics``)."""
         g = self.registry.guard
         return {
             "apps": len(self.registry.apps),
             "instances": self.registry.size,
             "held_polls": self.waiters.count,
-            "guard": {"expected": g.expected, "needed": g.needed, "last": g.last_window},
-            "protected": self.protected,
+            "guard_expected_renews": g.expected,
+            "guard_needed_renews": g.needed,
+            "guard_renews_last_window": g.last_window,
+            "guard_protecting": int(g.protecting),
+            "startup_protect": int(self.protected),
         }
+
+    def metrics(self, req: HttpRequest) -> bytes:
+        """``GET /metrics``: the :meth:`stats` gauges in the Prometheus text format."""
+        lines = []
+        for name, value in self.stats().items():
+            lines.append(f"# TYPE discoverd_{name} gauge\ndiscoverd_{name} {value}\n")
+        return build_response(
+            200, "".join(lines).encode(), content_type=b"text/plain; version=0.0.4; charset=utf-8"
+        )
 
 
 def _not_modified() -> bytes:
