@@ -12,6 +12,7 @@ Every failure raises :class:`~discoverd.errors.BadRequest` with a message a user
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
@@ -24,7 +25,7 @@ _INT64_MAX: Final = (1 << 63) - 1
 _UINT32_MAX: Final = (1 << 32) - 1
 _TRUE: Final = frozenset({"1", "t", "T", "TRUE", "true", "True"})
 _HEX: Final = frozenset(b"0123456789abcdefABCDEF")
-_DIGITS: Final = frozenset("0123456789")
+_DIGIT_RUN: Final = re.compile(r"[0-9]*", re.ASCII)
 
 
 def _unescape(raw: bytes) -> str:
@@ -57,9 +58,9 @@ def parse_urlencoded(raw: bytes, into: dict[str, list[str]]) -> None:
     for segment in raw.split(b"&"):
         if not segment:
             continue
-        key, _, value = segment.partition(b"=")
-        if b";" in key:
+        if b";" in segment:
             raise BadRequest("invalid semicolon separator in query")
+        key, _, value = segment.partition(b"=")
         k = _unescape(key)
         into.setdefault(k, []).append(_unescape(value))
 
@@ -98,40 +99,65 @@ class Form:
         return f"Form({self.values!r})"
 
 
+_GO_ESCAPES: Final = {
+    "\a": "\\a",
+    "\b": "\\b",
+    "\f": "\\f",
+    "\n": "\\n",
+    "\r": "\\r",
+    "\t": "\\t",
+    "\v": "\\v",
+    '"': '\\"',
+    "\\": "\\\\",
+}
+
+
 def _quote(s: str) -> str:
-    """Quote like Go's ``strconv.Quote`` for the common cases (used in error texts only)."""
+    """Quote like Go's ``strconv.Quote`` (used in error texts only)."""
     out = []
     for ch in s:
-        if ch in '"\\':
-            out.append("\\" + ch)
+        esc = _GO_ESCAPES.get(ch)
+        if esc is not None:
+            out.append(esc)
         elif ch.isprintable():
             out.append(ch)
         else:
             code = ord(ch)
-            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+            if code < 0x20 or code == 0x7F:
+                out.append(f"\\x{code:02x}")
+            elif code < 0x10000:
+                out.append(f"\\u{code:04x}")
+            else:
+                out.append(f"\\U{code:08x}")
     return '"' + "".join(out) + '"'
 
 
 def parse_go_int(text: str, *, unsigned: bool = False, bits: int = 64) -> int:
     """Parse like Go ``strconv.ParseInt(s, 10, 64)`` / ``ParseUint(s, 10, bits)``; ``""`` is 0.
 
-    Python's ``int()`` accepts whitespace, ``_`` and non-ASCII digits; Go does not, and neither do we.
+    Python's ``int()`` accepts whitespace, ``_`` and non-ASCII digits, and refuses numbers of more
+    than 4300 digits with an exception; Go does none of these, and neither do we. As in Go, digits are
+    read left to right: an overflow before the first bad character is a range error.
     """
     if text == "":
         return 0
     fn = "ParseUint" if unsigned else "ParseInt"
-    digits = text
-    sign = 1
+    digits, negative = text, False
     if not unsigned and text[0] in "+-":
-        sign = -1 if text[0] == "-" else 1
-        digits = text[1:]
-    if not digits or not all(c in _DIGITS for c in digits):
-        raise BadRequest(f"strconv.{fn}: parsing {_quote(text)}: invalid syntax")
-    value = sign * int(digits)
-    limit_hi = _UINT32_MAX if unsigned and bits == 32 else _INT64_MAX
-    limit_lo = 0 if unsigned else -_INT64_MAX - 1
-    if value > limit_hi or value < limit_lo:
+        negative, digits = text[0] == "-", text[1:]
+    run = _DIGIT_RUN.match(digits)
+    prefix = run.group() if run else ""
+    significant = prefix.lstrip("0")
+    limit = (1 << bits) - 1 if unsigned else (1 << 64) - 1
+    if len(significant) > 20 or (significant and int(significant) > limit):
         raise BadRequest(f"strconv.{fn}: parsing {_quote(text)}: value out of range")
+    if not prefix or len(prefix) != len(digits):
+        raise BadRequest(f"strconv.{fn}: parsing {_quote(text)}: invalid syntax")
+    value = int(significant or "0")
+    if not unsigned:
+        if value > _INT64_MAX + (1 if negative else 0):
+            raise BadRequest(f"strconv.{fn}: parsing {_quote(text)}: value out of range")
+        value = -value if negative else value
     return value
 
 
@@ -204,8 +230,22 @@ def bind(form: Form, spec: ArgSpec) -> dict[str, Any]:
     return out
 
 
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
+
+
+def _clean(value: Any) -> Any:
+    """Replace lone surrogates (which Go decodes as U+FFFD) in every string of a JSON value."""
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {_clean(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
+
+
 def _loads(text: str) -> Any:
-    """Parse JSON like Go's ``json.Valid`` + ``Unmarshal``: standard JSON only, big integers allowed."""
+    """Parse JSON like Go's ``json.Valid`` + ``Unmarshal``: standard JSON only, numbers of any size."""
     import json
 
     import orjson
@@ -218,10 +258,11 @@ def _loads(text: str) -> Any:
     def reject(name: str) -> Any:
         raise ValueError(name)
 
-    try:  # orjson refuses integers beyond 64 bits, which Go accepts
-        return json.loads(text, parse_constant=reject)
-    except ValueError:
+    try:  # orjson refuses big integers and lone surrogates, which Go accepts
+        value = json.loads(text, parse_constant=reject, parse_int=float)
+    except (ValueError, RecursionError):
         raise BadRequest("metadata: invalid JSON") from None
+    return _clean(value)
 
 
 def register_metadata(text: str) -> dict[str, str] | None:

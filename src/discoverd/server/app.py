@@ -35,6 +35,14 @@ _ZERO_INSTANCE: Final = (
     b'"dirty_timestamp":0,"latest_timestamp":0}'
 )
 
+#: Endpoints whose Go handlers bind no parameters: a garbage query string cannot fail them.
+_UNBOUND: Final = frozenset({"/discovery/fetch/all", "/discovery/nodes"})
+
+
+def _media_type(req: HttpRequest) -> str:
+    return req.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
 Route = Callable[[HttpRequest, Form], "bytes | None"]
 
 
@@ -106,8 +114,10 @@ class ProtocolApp:
 
     @staticmethod
     def _form(req: HttpRequest) -> Form:
+        if req.path in _UNBOUND:
+            return Form()  # the Go handlers of these read no parameter
         body = b""
-        if req.body and req.headers.get("content-type", "").startswith(_FORM_TYPE):
+        if req.body and req.method == "POST" and _media_type(req) == _FORM_TYPE:
             body = req.body
         try:
             return Form.parse(body, req.query)
@@ -266,7 +276,7 @@ class ProtocolApp:
     def _hold_seconds(self, req: HttpRequest) -> float:
         hold = self.config.poll_hold
         header = req.headers.get("x1-bmspy-timeout", "")
-        if header.isdigit():
+        if 0 < len(header) <= 18 and header.isascii() and header.isdigit():
             hold = min(hold, int(header) / 1000.0 - 0.02)
         return hold
 
