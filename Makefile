@@ -20,9 +20,9 @@ $(STAMP): $(BIN)/python pyproject.toml
 serve: $(STAMP)
 	$(BIN)/discoverd serve --addr $(ADDR) $(ARGS)
 
-## sysdeps: system packages the tests and benchmarks need (installed through apt-get when missing)
+## sysdeps: system packages the tests need (installed through apt-get when missing)
 sysdeps:
-	@sh scripts/sysdeps.sh
+	@sh scripts/sysdeps.sh test
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench scripts
@@ -39,7 +39,8 @@ unit: $(STAMP)
 test: $(STAMP) sysdeps lint typecheck unit
 
 ## bench: run the benchmarks (see bench/README.md)
-bench: $(STAMP) sysdeps
+bench: $(STAMP)
+	@sh scripts/sysdeps.sh bench
 	$(BIN)/python bench/run.py $(ARGS)
 
 clean:

@@ -1,9 +1,15 @@
 #!/bin/sh
-# Installs the system packages the test-suite and benchmarks need, only when missing.
-# Needs root (or sudo) for apt-get; prints what it does.
+# Installs the system packages a target needs, only when missing, through apt-get.
+#   scripts/sysdeps.sh test    what the test-suite needs
+#   scripts/sysdeps.sh bench   what the benchmarks need (wrk)
+# Needs root (or sudo) when something is missing; prints what it installs.
 set -eu
 need=""
-command -v wrk >/dev/null 2>&1 || need="$need wrk"
+case "${1:-test}" in
+  test) ;;  # the suite needs nothing outside the venv yet
+  bench) command -v wrk >/dev/null 2>&1 || need="$need wrk" ;;
+  *) echo "usage: $0 test|bench" >&2; exit 2 ;;
+esac
 [ -z "$need" ] && exit 0
 SUDO=""
 [ "$(id -u)" -ne 0 ] && SUDO="sudo"

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
+from hypothesis import settings
 
 from discoverd.server.runner import Node
 from discoverd.testing import fast_config, running_node
+
+# CI replays a fixed set of examples (reproducible runs); developers' runs explore new ones.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 
 @pytest.fixture
