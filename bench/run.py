@@ -1,0 +1,902 @@
+"""discoverd benchmarks: renew and fetch throughput, long-poll fan-out, memory per instance.
+
+    python bench/run.py                 # every benchmark (same as --all)
+    python bench/run.py renew fetch     # some of them
+    python bench/run.py polls --polls 2000 --json out.json
+
+Every benchmark starts its own ``discoverd serve`` on 127.0.0.1 with an OS-assigned port (and, for
+renew and fetch, the hello-world baseline ``bench/baseline_server.py`` measured the same way in the
+same run), and stops it by PID. Only loopback traffic. One result line per benchmark on stdout;
+progress on stderr. See bench/README.md for what each figure means and the targets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import http.client
+import json
+import os
+import re
+import resource
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, cast
+from urllib.parse import urlencode
+
+import aiohttp
+import httptools
+
+BENCH_DIR = Path(__file__).resolve().parent
+LUA_DIR = BENCH_DIR / "lua"
+PAGE = os.sysconf("SC_PAGE_SIZE")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+FORM = "application/x-www-form-urlencoded"
+
+ZONE = "sh001"
+ENV = "dev"
+RENEW_APPID = "bench.renew"
+RENEW_HOST = "bench-renew-host-0001"
+FETCH_APPID = "main.account.account-service"
+POLLS_APPID = "main.feed.feed-service"
+
+TARGETS: dict[str, tuple[str, float, str]] = {
+    # benchmark: (what, target, "min" or "max")
+    "renew": ("req/s", 25_000, "min"),
+    "fetch": ("req/s", 25_000, "min"),
+    "polls_kb": ("KB per held poll", 16, "max"),
+    "polls_ms": ("ms until all answers", 400, "max"),
+    "memory": ("bytes per instance", 2048, "max"),
+}
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def verdict(name: str, value: float) -> str:
+    _, target, kind = TARGETS[name]
+    ok = value >= target if kind == "min" else value <= target
+    return "MET" if ok else "MISSED"
+
+
+# -- child servers -----------------------------------------------------------------------------
+
+
+class Child:
+    """A server child process whose first stdout line ends with ``HOST:PORT``; stopped by PID."""
+
+    def __init__(self, cmd: Sequence[str], name: str) -> None:
+        self.cmd = list(cmd)
+        self.name = name
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.addr = ""
+        self._stderr: IO[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.addr}"
+
+    def start(self, timeout: float = 15.0) -> Child:
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stderr=self._stderr, env=env)
+        assert self.proc.stdout is not None
+        line = _read_line(self.proc.stdout.fileno(), timeout)
+        host_port = line.rsplit(" ", 1)[-1]
+        if " listening on " not in line or ":" not in host_port:
+            self.stop()
+            raise RuntimeError(f"{self.name} did not start: {line!r} {self.stderr_tail()}")
+        self.addr = host_port
+        log(f"{self.name} pid {self.pid} on {self.addr}")
+        return self
+
+    def stderr_tail(self, limit: int = 2000) -> str:
+        if self._stderr is None:
+            return ""
+        self._stderr.seek(0)
+        return self._stderr.read().decode(errors="replace")[-limit:]
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM by PID, SIGKILL if it does not exit within ``timeout``."""
+        proc = self.proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+        if self._stderr is not None:
+            self._stderr.close()
+            self._stderr = None
+
+    def __enter__(self) -> Child:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _read_line(fd: int, timeout: float) -> str:
+    sel = selectors.DefaultSelector()
+    sel.register(fd, selectors.EVENT_READ)
+    deadline = time.monotonic() + timeout
+    line = b""
+    try:
+        while not line.endswith(b"\n"):
+            left = deadline - time.monotonic()
+            if left <= 0 or not sel.select(left):
+                break
+            chunk = os.read(fd, 1)
+            if not chunk:
+                break
+            line += chunk
+    finally:
+        sel.close()
+    return line.decode(errors="replace").strip()
+
+
+def discoverd(*extra: str) -> Child:
+    cmd = [sys.executable, "-m", "discoverd", "serve", "--addr", "127.0.0.1:0", "--hostname", "bench-node"]
+    return Child([*cmd, "--log-level", "warning", *extra], "discoverd")
+
+
+def baseline() -> Child:
+    return Child([sys.executable, str(BENCH_DIR / "baseline_server.py"), "--addr", "127.0.0.1:0"], "baseline")
+
+
+# -- /proc -------------------------------------------------------------------------------------
+
+
+def rss_bytes(pid: int) -> int:
+    """VmRSS of ``pid`` in bytes (from /proc/PID/status)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid`` so far (from /proc/PID/stat)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def children_cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def raise_fd_limit(need: int) -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < need:
+        new = need if hard == resource.RLIM_INFINITY else min(need, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+        soft = new
+    if soft < need:
+        raise RuntimeError(f"fd limit {soft} < {need} needed (hard limit {hard})")
+    return soft
+
+
+# -- small synchronous HTTP helpers (setup only) -------------------------------------------------
+
+
+def http_call(addr: str, method: str, path: str, form: Sequence[tuple[str, str]] = ()) -> tuple[int, bytes]:
+    host, _, port = addr.rpartition(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        if method == "POST":
+            conn.request(method, path, body=urlencode(form), headers={"Content-Type": FORM})
+        else:
+            conn.request(method, path + ("?" + urlencode(form) if form else ""))
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def api(addr: str, method: str, path: str, form: Sequence[tuple[str, str]] = ()) -> dict[str, Any]:
+    status, body = http_call(addr, method, path, form)
+    obj = json.loads(body) if body else None
+    if status != 200 or not isinstance(obj, dict) or obj.get("code") != 0:
+        raise RuntimeError(f"{method} {path} -> HTTP {status} {body[:300]!r}")
+    return obj
+
+
+@dataclass(slots=True)
+class Spec:
+    """One instance to register (realistic field sizes)."""
+
+    appid: str
+    hostname: str
+    addrs: list[str]
+    zone: str = ZONE
+    env: str = ENV
+    region: str = "sh"
+    version: str = ""
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    def form(self) -> list[tuple[str, str]]:
+        f = [
+            ("region", self.region),
+            ("zone", self.zone),
+            ("env", self.env),
+            ("appid", self.appid),
+            ("hostname", self.hostname),
+            ("status", "1"),
+            *(("addrs", a) for a in self.addrs),
+            ("version", self.version),
+        ]
+        if self.metadata:
+            f.append(("metadata", json.dumps(self.metadata, separators=(",", ":"))))
+        return f
+
+
+def service_instance(appid: str, i: int, *, zone: str = ZONE) -> Spec:
+    """A production-looking instance: pod-style hostname, grpc+http addrs, version, metadata."""
+    ip = f"10.{20 + i // 250 % 200}.{(i * 7) % 250}.{1 + i % 250}"
+    return Spec(
+        appid=appid,
+        zone=zone,
+        hostname=f"{appid.rsplit('.', 1)[-1].split('-', maxsplit=1)[0]}-7f9c4-{i:05x}",
+        addrs=[f"grpc://{ip}:9000", f"http://{ip}:8000"],
+        version=f"v1.14.{i % 10}",
+        metadata={"weight": "10"},
+    )
+
+
+# -- wrk -------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class WrkResult:
+    rps: float
+    requests: int
+    p50_ms: float
+    p99_ms: float
+    errors: str
+    server_cpu: float
+    wrk_cpu: float
+
+    def short(self) -> str:
+        s = (
+            f"{self.rps:,.0f} req/s (p50 {self.p50_ms:.2f} ms, p99 {self.p99_ms:.2f} ms, "
+            f"server CPU {self.server_cpu:.0%}, wrk CPU {self.wrk_cpu:.0%} of a core)"
+        )
+        return s + (f" ERRORS: {self.errors}" if self.errors else "")
+
+
+def _ms(text: str) -> float:
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
+    if m is None:
+        return float("nan")
+    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[m.group(2)]
+    return float(m.group(1)) * scale
+
+
+def run_wrk(server: Child, lua: str, lua_args: Sequence[str], a: argparse.Namespace) -> WrkResult:
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        raise RuntimeError("wrk is not installed (make sysdeps)")
+    cmd = [
+        wrk,
+        f"-t{a.threads}",
+        f"-c{a.connections}",
+        f"-d{a.duration}s",
+        "--latency",
+        "-s",
+        str(LUA_DIR / lua),
+        server.url,
+        "--",
+        *lua_args,
+    ]
+    cpu0, wcpu0, t0 = cpu_seconds(server.pid), children_cpu(), time.monotonic()
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=a.duration + 30, check=False)
+    wall = time.monotonic() - t0
+    cpu1, wcpu1 = cpu_seconds(server.pid), children_cpu()
+    text = out.stdout
+    if out.returncode != 0 or "Requests/sec:" not in text:
+        raise RuntimeError(f"wrk failed ({out.returncode}): {text} {out.stderr}")
+    rps = float(re.search(r"Requests/sec:\s*([\d.]+)", text).group(1))  # type: ignore[union-attr]
+    total = int(re.search(r"(\d+) requests in", text).group(1))  # type: ignore[union-attr]
+    p50 = re.search(r"^\s*50%\s+(\S+)", text, re.M)
+    p99 = re.search(r"^\s*99%\s+(\S+)", text, re.M)
+    errors = "; ".join(
+        line.strip() for line in text.splitlines() if "Socket errors" in line or "Non-2xx" in line
+    )
+    return WrkResult(
+        rps=rps,
+        requests=total,
+        p50_ms=_ms(p50.group(1)) if p50 else float("nan"),
+        p99_ms=_ms(p99.group(1)) if p99 else float("nan"),
+        errors=errors,
+        server_cpu=(cpu1 - cpu0) / wall,
+        wrk_cpu=(wcpu1 - wcpu0) / wall,
+    )
+
+
+def throughput(
+    name: str, a: argparse.Namespace, setup: Callable[[Child], str], lua: str, lua_args: Sequence[str]
+) -> dict[str, Any]:
+    """discoverd, then the baseline, with the same wrk settings; returns the result record."""
+    with discoverd() as srv:
+        detail = setup(srv)
+        log(f"{name}: wrk -t{a.threads} -c{a.connections} -d{a.duration}s -s bench/lua/{lua} on discoverd")
+        d = run_wrk(srv, lua, lua_args, a)
+    res: dict[str, Any] = {"bench": name, "rps": d.rps, "discoverd": d.short(), "detail": detail}
+    line = f"{name}: discoverd {d.short()}"
+    if a.baseline:
+        with baseline() as base:
+            log(f"{name}: same wrk run on the hello-world baseline")
+            b = run_wrk(base, lua, lua_args, a)
+        res |= {"baseline_rps": b.rps, "baseline": b.short(), "ratio": d.rps / b.rps}
+        line += f" | baseline {b.rps:,.0f} req/s | discoverd/baseline {d.rps / b.rps:.2f}"
+    res["verdict"] = verdict(name, d.rps)
+    line += f" | target >= {TARGETS[name][1]:,.0f} req/s: {res['verdict']} | {detail}"
+    res["line"] = line
+    print(line, flush=True)
+    return res
+
+
+# -- a. renew --------------------------------------------------------------------------------------
+
+
+def bench_renew(a: argparse.Namespace) -> dict[str, Any]:
+    def setup(srv: Child) -> str:
+        api(srv.addr, "POST", "/discovery/register", service_instance(RENEW_APPID, 1).form())
+        ins = service_instance(RENEW_APPID, 1)
+        spec = Spec(appid=RENEW_APPID, hostname=RENEW_HOST, addrs=ins.addrs, metadata=ins.metadata)
+        api(srv.addr, "POST", "/discovery/register", spec.form())
+        renew = [("zone", ZONE), ("env", ENV), ("appid", RENEW_APPID), ("hostname", RENEW_HOST)]
+        _, body = http_call(srv.addr, "POST", "/discovery/renew", renew)
+        if json.loads(body).get("code") != 0:
+            raise RuntimeError(f"renew check failed: {body!r}")
+        return f"renew answer {len(body)} B body"
+
+    return throughput("renew", a, setup, "renew.lua", [ZONE, ENV, RENEW_APPID, RENEW_HOST])
+
+
+# -- b. fetch --------------------------------------------------------------------------------------
+
+
+def bench_fetch(a: argparse.Namespace) -> dict[str, Any]:
+    def setup(srv: Child) -> str:
+        for i in range(a.fetch_instances):
+            zone = "sh001" if i % 2 == 0 else "sh002"
+            api(srv.addr, "POST", "/discovery/register", service_instance(FETCH_APPID, i, zone=zone).form())
+        path = "/discovery/fetch?" + urlencode({"env": ENV, "appid": FETCH_APPID, "status": "1"})
+        status, body = http_call(srv.addr, "GET", path)
+        obj = json.loads(body)
+        count = sum(len(v) for v in obj["data"]["instances"].values())
+        if status != 200 or obj["code"] != 0 or count != a.fetch_instances:
+            raise RuntimeError(f"fetch check failed: {count} instances, {body[:200]!r}")
+        log(f"fetch: answer body {len(body)} bytes for {count} instances")
+        return f"fetch answer {len(body)} B body, {count} instances"
+
+    return throughput("fetch", a, setup, "fetch.lua", [ENV, FETCH_APPID])
+
+
+# -- c. polls fan-out ------------------------------------------------------------------------------
+
+
+async def wait_until(cond: Callable[[], bool], within: float, what: str, step: float = 0.05) -> None:
+    deadline = time.monotonic() + within
+    while not cond():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out after {within:.0f} s waiting for {what}")
+        await asyncio.sleep(step)
+
+
+async def settle(sample: Callable[[], int], within: float = 10.0, step: float = 0.1, stable: int = 3) -> int:
+    """Sample until the value stops changing ``stable`` times in a row (or ``within`` s); returns it."""
+    deadline = time.monotonic() + within
+    last, same = sample(), 0
+    while same < stable and time.monotonic() < deadline:
+        await asyncio.sleep(step)
+        now = sample()
+        same = same + 1 if now == last else 0
+        last = now
+    return last
+
+
+async def settle_rss(pid: int) -> int:
+    """The server's RSS once it stopped moving (3 equal samples 100 ms apart)."""
+    return await settle(lambda: rss_bytes(pid))
+
+
+class PollClient:
+    """Opens held polls and records when their answers arrive (``futures`` end with the answer)."""
+
+    name = ""
+
+    def __init__(self, addr: str, sources: Sequence[str], hold: float) -> None:
+        self.addr = addr
+        self.sources = list(sources)
+        self.hold = hold
+        self.sent = 0
+        self.arrivals: list[float] = []
+        self.bad: list[str] = []
+        self.answer_bytes = 0
+        self.futures: list[asyncio.Future[None]] = []
+
+    def answered(self, body: bytes) -> None:
+        self.arrivals.append(time.perf_counter())
+        self.answer_bytes = len(body)
+        if not body.startswith(b'{"code":0,'):
+            self.bad.append(body[:120].decode(errors="replace"))
+
+    async def open_batch(self, queries: Sequence[tuple[int, str]]) -> None:
+        """Start these polls; returns once every request was written."""
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        for f in self.futures:
+            f.cancel()
+        await asyncio.gather(*self.futures, return_exceptions=True)
+
+
+class AiohttpPolls(PollClient):
+    """One aiohttp ``ClientSession`` per source address, one task per poll (the brief's client)."""
+
+    name = "aiohttp"
+
+    def __init__(self, addr: str, sources: Sequence[str], hold: float) -> None:
+        super().__init__(addr, sources, hold)
+        trace = aiohttp.TraceConfig()
+        trace.on_request_headers_sent.append(self._on_sent)
+        timeout = aiohttp.ClientTimeout(total=None, connect=30, sock_read=hold + 60)
+        self.sessions = [
+            aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, local_addr=(src, 0), ttl_dns_cache=None),
+                timeout=timeout,
+                trace_configs=[trace],
+                skip_auto_headers=("User-Agent",),
+            )
+            for src in self.sources
+        ]
+
+    async def _on_sent(self, *_: object) -> None:
+        self.sent += 1
+
+    async def _one(self, i: int, query: str) -> None:
+        session = self.sessions[i % len(self.sessions)]
+        async with session.get(f"http://{self.addr}/discovery/polls?{query}") as r:
+            body = await r.read()
+        self.answered(body)
+
+    async def open_batch(self, queries: Sequence[tuple[int, str]]) -> None:
+        self.futures.extend(asyncio.create_task(self._one(i, q)) for i, q in queries)
+        want = len(self.futures)
+        await wait_until(lambda: self.sent >= want, 60, f"{want} polls sent")
+
+    async def close(self) -> None:
+        await super().close()
+        for s in self.sessions:
+            await s.close()
+
+
+class RawPoll(asyncio.Protocol):
+    """One poll on its own connection: writes the GET, parses the answer with httptools."""
+
+    def __init__(self, owner: RawPolls, request: bytes, done: asyncio.Future[None]) -> None:
+        self.owner = owner
+        self.request = request
+        self.done = done
+        self.parser = httptools.HttpResponseParser(self)
+        self.body: list[bytes] = []
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.transport.write(self.request)
+        self.owner.sent += 1
+
+    def data_received(self, data: bytes) -> None:
+        self.parser.feed_data(data)
+
+    def on_body(self, body: bytes) -> None:
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        self.owner.answered(b"".join(self.body))
+        if not self.done.done():
+            self.done.set_result(None)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if not self.done.done():
+            self.done.set_exception(ConnectionError(f"poll connection lost before its answer: {exc}"))
+
+
+class RawPolls(PollClient):
+    """Minimal asyncio + httptools client: shows the server's fan-out with little client overhead."""
+
+    name = "raw"
+
+    def __init__(self, addr: str, sources: Sequence[str], hold: float) -> None:
+        super().__init__(addr, sources, hold)
+        self.transports: list[asyncio.BaseTransport] = []
+
+    async def _open(self, i: int, query: str) -> None:
+        loop = asyncio.get_running_loop()
+        host, _, port = self.addr.rpartition(":")
+        req = b"GET /discovery/polls?%s HTTP/1.1\r\nHost: %s\r\n\r\n" % (query.encode(), self.addr.encode())
+        done: asyncio.Future[None] = loop.create_future()
+        self.futures.append(done)
+        src = self.sources[i % len(self.sources)]
+        transport, _ = await loop.create_connection(
+            lambda: RawPoll(self, req, done), host, int(port), local_addr=(src, 0)
+        )
+        self.transports.append(transport)
+
+    async def open_batch(self, queries: Sequence[tuple[int, str]]) -> None:
+        await asyncio.gather(*(self._open(i, q) for i, q in queries))
+
+    async def close(self) -> None:
+        await super().close()
+        for t in self.transports:
+            t.close()
+
+
+POLL_CLIENTS: dict[str, type[PollClient]] = {"aiohttp": AiohttpPolls, "raw": RawPolls}
+
+
+async def polls_async(srv: Child, a: argparse.Namespace, client_name: str) -> dict[str, Any]:
+    n: int = a.polls
+    sources: list[str] = [s for s in a.sources.split(",") if s]
+    base = srv.url
+    params = {"env": ENV, "appid": POLLS_APPID, "status": "1"}
+    # The control session closes its connections after each request, so that the server's fd count
+    # before parking holds no client connection.
+    ctl_conn = aiohttp.TCPConnector(force_close=True)
+    async with aiohttp.ClientSession(connector=ctl_conn, timeout=aiohttp.ClientTimeout(total=30)) as ctl:
+        for i in range(5):
+            form = service_instance(POLLS_APPID, i).form()
+            async with ctl.post(f"{base}/discovery/register", data=form) as r:
+                assert (await r.json())["code"] == 0
+        async with ctl.get(f"{base}/discovery/fetch", params=params) as r:
+            latest = int((await r.json())["data"]["latest_timestamp"])
+
+        await settle(lambda: open_fds(srv.pid))
+        rss0 = await settle_rss(srv.pid)
+        fds0 = open_fds(srv.pid)
+        log(f"polls[{client_name}]: server RSS {rss0 / 2**20:.1f} MiB, {fds0} fds; parking {n:,} polls")
+        client = POLL_CLIENTS[client_name](srv.addr, sources, a.poll_hold)
+        try:
+            t_park = time.monotonic()
+            for start in range(0, n, a.poll_batch):
+                await client.open_batch(
+                    [
+                        (
+                            i,
+                            urlencode(
+                                {
+                                    "env": ENV,
+                                    "hostname": f"consumer-{i:05d}",
+                                    "appid": POLLS_APPID,
+                                    "latest_timestamp": str(latest),
+                                }
+                            ),
+                        )
+                        for i in range(start, min(n, start + a.poll_batch))
+                    ]
+                )
+            try:
+                await wait_until(lambda: open_fds(srv.pid) >= fds0 + n, 30, "the server to accept them", 0.1)
+            except RuntimeError:
+                log(f"server has {open_fds(srv.pid) - fds0} of {n} connections; client sent {client.sent}")
+                raise
+            # A request on a fresh connection passes through the server's loop after the polls were
+            # read (every poll request was written before it); then wait for the RSS to settle.
+            async with ctl.get(f"{base}/discovery/fetch", params=params) as r:
+                await r.read()
+            rss1 = await settle_rss(srv.pid)
+            park_s = time.monotonic() - t_park
+            done_early = sum(f.done() for f in client.futures)
+            if done_early or client.bad:
+                raise RuntimeError(f"{done_early} polls answered before the change: {client.bad[:3]}")
+            kb = (rss1 - rss0) / n / 1024
+            log(f"polls[{client_name}]: {n:,} held after {park_s:.1f} s; {kb:.2f} KB per held poll")
+
+            # The change: one register; measure until every held poll got its answer.
+            cpu0, pcpu0 = cpu_seconds(srv.pid), time.process_time()
+            t0 = time.perf_counter()
+            form = service_instance(POLLS_APPID, 99).form()
+            async with ctl.post(f"{base}/discovery/register", data=form) as r:
+                reg_body = await r.read()
+            t_reg = time.perf_counter()
+            finished, pending = await asyncio.wait(client.futures, timeout=30)
+            t_end = time.perf_counter()
+            cpu1, pcpu1 = cpu_seconds(srv.pid), time.process_time()
+            errors = [repr(f.exception()) for f in finished if f.exception() is not None]
+            if pending or errors or client.bad or len(client.arrivals) != n:
+                raise RuntimeError(
+                    f"{len(pending)} polls unanswered, errors: {(errors + client.bad)[:3]} {reg_body[:100]!r}"
+                )
+        finally:
+            await client.close()
+
+    arrivals = sorted(client.arrivals)
+    return {
+        "client": client_name,
+        "polls": n,
+        "sources": len(sources),
+        "rss_before": rss0,
+        "rss_held": rss1,
+        "kb_per_poll": kb,
+        "all_answered_ms": (arrivals[-1] - t0) * 1000,
+        "register_rtt_ms": (t_reg - t0) * 1000,
+        "first_ms": (arrivals[0] - t0) * 1000,
+        "median_ms": (arrivals[n // 2] - t0) * 1000,
+        "server_cpu_ms": (cpu1 - cpu0) * 1000,
+        "client_cpu_ms": (pcpu1 - pcpu0) * 1000,
+        "wall_ms": (t_end - t0) * 1000,
+        "answer_bytes": client.answer_bytes,
+        "park_s": park_s,
+    }
+
+
+def bench_polls(a: argparse.Namespace) -> dict[str, Any]:
+    raise_fd_limit(a.polls + 1024)
+    out: dict[str, Any] = {"bench": "polls", "runs": []}
+    lines = []
+    for client_name in a.poll_clients.split(","):
+        with discoverd("--poll-hold", str(a.poll_hold)) as srv:
+            r = run_async(polls_async(srv, a, client_name))
+        kb_v, ms_v = verdict("polls_kb", r["kb_per_poll"]), verdict("polls_ms", r["all_answered_ms"])
+        line = (
+            f"polls[{client_name} client]: {r['polls']:,} held polls ({r['sources']} source addrs): "
+            f"{r['kb_per_poll']:.2f} KB per held poll (RSS {r['rss_before'] / 2**20:.1f} → "
+            f"{r['rss_held'] / 2**20:.1f} MiB; target <= 16 KB: {kb_v}) | one register → all answered in "
+            f"{r['all_answered_ms']:.0f} ms (first {r['first_ms']:.0f}, median {r['median_ms']:.0f}, "
+            f"register answered {r['register_rtt_ms']:.0f} ms; target <= 400 ms: {ms_v}) | CPU during "
+            f"fan-out: server {r['server_cpu_ms']:.0f} ms, client {r['client_cpu_ms']:.0f} ms | "
+            f"answer {r['answer_bytes']} B"
+        )
+        print(line, flush=True)
+        lines.append(line)
+        out["runs"].append({**r, "verdict_kb": kb_v, "verdict_ms": ms_v})
+    out["line"] = "\n".join(lines)
+    return out
+
+
+# -- d. memory -------------------------------------------------------------------------------------
+
+
+class Pipeline(asyncio.Protocol):
+    """One keep-alive connection sending pipelined requests and counting the answers."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.answered = 0
+        self.failures: list[str] = []
+        self.waiting_for = 0
+        self.done: asyncio.Future[None] | None = None
+        self._body = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.parser.feed_data(data)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self.done is not None and not self.done.done():
+            self.done.set_exception(ConnectionError(f"connection lost: {exc}"))
+
+    def on_message_begin(self) -> None:
+        self._body = b""
+
+    def on_body(self, body: bytes) -> None:
+        self._body += body
+
+    def on_message_complete(self) -> None:
+        self.answered += 1
+        if self.parser.get_status_code() != 200 or not self._body.startswith(b'{"code":0,'):
+            self.failures.append(self._body[:200].decode(errors="replace"))
+        if self.answered >= self.waiting_for and self.done is not None and not self.done.done():
+            self.done.set_result(None)
+
+    async def send(self, requests: Sequence[bytes]) -> None:
+        assert self.transport is not None
+        self.waiting_for = self.answered + len(requests)
+        self.done = asyncio.get_running_loop().create_future()
+        self.transport.write(b"".join(requests))
+        await self.done
+
+
+def register_request(addr: str, spec: Spec) -> bytes:
+    body = urlencode(spec.form()).encode()
+    return (
+        b"POST /discovery/register HTTP/1.1\r\nHost: %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n%s"
+        % (addr.encode(), FORM.encode(), len(body), body)
+    )
+
+
+def memory_spec(i: int, per_app: int) -> Spec:
+    """Instance ``i``: 100 per app, 2 zones, ~20-char hostname, 2 addrs, small metadata."""
+    app, k = divmod(i, per_app)
+    ip = f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}"
+    return Spec(
+        appid=f"bench.mem.svc-{app:04d}",
+        zone="sh001" if k % 2 == 0 else "sh002",
+        hostname=f"svc{app:04d}-{k:03d}-7f9c4d5b",
+        addrs=[f"grpc://{ip}:9000", f"http://{ip}:8000"],
+        version="v1.4.2",
+        metadata={"weight": "10", "cluster": "c1"},
+    )
+
+
+async def memory_async(srv: Child, a: argparse.Namespace) -> dict[str, Any]:
+    n, conns, window = a.instances, a.mem_connections, a.mem_window
+    loop = asyncio.get_running_loop()
+    host, _, port = srv.addr.rpartition(":")
+    rss0 = await settle_rss(srv.pid)
+    log(f"memory: server RSS before {rss0 / 2**20:.1f} MiB; registering {n:,} instances")
+    pipes: list[Pipeline] = []
+    for _ in range(conns):
+        _, proto = await loop.create_connection(Pipeline, host, int(port))
+        pipes.append(proto)
+
+    # Encode every request first, so that the client competes less with the server while it runs.
+    batches: list[list[list[bytes]]] = []
+    for c in range(conns):
+        mine = [register_request(srv.addr, memory_spec(i, a.per_app)) for i in range(c, n, conns)]
+        batches.append([mine[k : k + window] for k in range(0, len(mine), window)])
+
+    async def drive(c: int) -> None:
+        for chunk in batches[c]:
+            await pipes[c].send(chunk)
+
+    t0 = time.perf_counter()
+    cpu0 = cpu_seconds(srv.pid)
+    await asyncio.gather(*(drive(c) for c in range(conns)))
+    elapsed = time.perf_counter() - t0
+    cpu1 = cpu_seconds(srv.pid)
+    for p in pipes:
+        if p.transport is not None:
+            p.transport.close()
+    failures = [f for p in pipes for f in p.failures]
+    answered = sum(p.answered for p in pipes)
+    if failures or answered != n:
+        raise RuntimeError(f"{answered}/{n} answered, failures: {failures[:3]}")
+    rss1 = await settle_rss(srv.pid)
+    return {
+        "instances": n,
+        "rss_before": rss0,
+        "rss_after": rss1,
+        "bytes_per_instance": (rss1 - rss0) / n,
+        "register_rps": n / elapsed,
+        "elapsed_s": elapsed,
+        "server_cpu_s": cpu1 - cpu0,
+    }
+
+
+def bench_memory(a: argparse.Namespace) -> dict[str, Any]:
+    with discoverd() as srv:
+        r = run_async(memory_async(srv, a))
+        # Check that every instance is there (fetch/all answers after the RSS was measured).
+        _, body = http_call(srv.addr, "GET", "/discovery/fetch/all")
+        data = json.loads(body)["data"]
+        stored = sum(len(v) for k, v in data.items() if k.startswith("bench.mem."))
+        sample = data[memory_spec(0, a.per_app).appid][0]
+        del data, body
+    if stored != r["instances"]:
+        raise RuntimeError(f"fetch/all shows {stored} bench instances, expected {r['instances']}")
+    v = verdict("memory", r["bytes_per_instance"])
+    line = (
+        f"memory: {r['instances']:,} instances ({a.per_app} per app, {stored:,} seen in fetch/all): "
+        f"{r['bytes_per_instance']:,.0f} bytes per instance (RSS {r['rss_before'] / 2**20:.1f} → "
+        f"{r['rss_after'] / 2**20:.1f} MiB; target <= 2048: {v}) | registered at "
+        f"{r['register_rps']:,.0f} req/s pipelined ({a.mem_connections} conns x {a.mem_window}) | "
+        f"instance JSON {len(json.dumps(sample, separators=(',', ':')))} B"
+    )
+    print(line, flush=True)
+    return {"bench": "memory", **r, "verdict": v, "line": line}
+
+
+# -- driver ----------------------------------------------------------------------------------------
+
+
+def run_async(coro: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
+BENCHES: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
+    "renew": bench_renew,
+    "fetch": bench_fetch,
+    "polls": bench_polls,
+    "memory": bench_memory,
+}
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    p.add_argument("bench", nargs="*", help=f"benchmarks to run: {', '.join(BENCHES)} (default: all)")
+    p.add_argument("--all", action="store_true", help="run every benchmark (the default)")
+    p.add_argument("--duration", type=int, default=10, help="wrk seconds per run (10)")
+    p.add_argument("--threads", type=int, default=2, help="wrk threads (2)")
+    p.add_argument("--connections", type=int, default=64, help="wrk connections (64)")
+    p.add_argument("--no-baseline", dest="baseline", action="store_false", help="skip the baseline runs")
+    p.add_argument("--fetch-instances", type=int, default=20, help="instances of the fetched app (20)")
+    p.add_argument("--polls", type=int, default=10_000, help="held polls in the fan-out benchmark")
+    p.add_argument("--poll-hold", type=float, default=120.0, help="server --poll-hold for the fan-out")
+    p.add_argument("--poll-batch", type=int, default=500, help="polls opened per batch while parking")
+    p.add_argument(
+        "--poll-clients",
+        default="aiohttp,raw",
+        help="fan-out clients to run, in order: aiohttp (one task per poll) and/or raw (asyncio+httptools)",
+    )
+    p.add_argument(
+        "--sources",
+        default=",".join(f"127.0.0.{i}" for i in range(1, 9)),
+        help="client source addresses for the polls (spread the ephemeral ports)",
+    )
+    p.add_argument("--instances", type=int, default=100_000, help="instances in the memory benchmark")
+    p.add_argument("--per-app", type=int, default=100, help="instances per appid in the memory benchmark")
+    p.add_argument("--mem-connections", type=int, default=4, help="pipelined connections for the registers")
+    p.add_argument("--mem-window", type=int, default=128, help="requests in flight per connection")
+    p.add_argument("--json", type=Path, help="also write the results to this JSON file")
+    ns = p.parse_args(argv)
+    unknown = [b for b in ns.bench if b not in BENCHES]
+    if unknown:
+        p.error(f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(BENCHES)}")
+    return ns
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    a = parse_args(argv)
+    names = list(BENCHES) if a.all or not a.bench else list(dict.fromkeys(a.bench))
+    for s in a.sources.split(","):
+        if s and not s.startswith("127."):
+            raise SystemExit(f"--sources must be loopback addresses, got {s}")
+    results: list[dict[str, Any]] = []
+    failed = 0
+    with contextlib.suppress(KeyboardInterrupt):
+        for name in names:
+            t0 = time.monotonic()
+            try:
+                res = BENCHES[name](a)
+            except Exception as exc:
+                failed += 1
+                print(f"{name}: FAILED: {exc}", flush=True)
+                res = {"bench": name, "error": str(exc)}
+            res["seconds"] = round(time.monotonic() - t0, 1)
+            log(f"{name} took {res['seconds']} s")
+            results.append(res)
+    if a.json is not None:
+        meta = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "cpus": os.cpu_count(), "argv": sys.argv}
+        a.json.write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
