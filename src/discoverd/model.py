@@ -156,3 +156,47 @@ def _int_field(obj: dict[str, Any], name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise BadRequest(f"instance: {name} must be an integer")
     return value
+
+
+class Action(enum.StrEnum):
+    """What happened to an instance, in a watch :class:`Event`."""
+
+    CREATE = "create"
+    UPDATE = "update"
+    DELETE = "delete"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One change seen by a registry watch: ``action`` applied to ``instance`` (a copy)."""
+
+    action: Action
+    instance: Instance
+
+
+def diff_instances(old: dict[str, Instance], new: dict[str, Instance]) -> list[Event]:
+    """The events that turn ``old`` into ``new`` (both keyed by a per-instance id, e.g. hostname).
+
+    An instance whose content differs (ignoring renew timestamps) is an ``update``.
+    """
+    events = [Event(Action.DELETE, ins) for key, ins in old.items() if key not in new]
+    for key, ins in new.items():
+        before = old.get(key)
+        if before is None:
+            events.append(Event(Action.CREATE, ins))
+        elif _content(before) != _content(ins):
+            events.append(Event(Action.UPDATE, ins))
+    return events
+
+
+def _content(ins: Instance) -> tuple[object, ...]:
+    return (
+        ins.region,
+        ins.zone,
+        ins.env,
+        ins.addrs,
+        ins.version,
+        ins.metadata or {},
+        ins.status,
+        ins.dirty_timestamp,
+    )

@@ -12,9 +12,11 @@ import selectors
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from types import TracebackType
+from typing import IO
 
 from discoverd.config import ServerConfig
 from discoverd.server.runner import Node, running_node
@@ -38,6 +40,7 @@ class ServerProcess:
     def __init__(self, args: Sequence[str] = (), *, addr: str = "127.0.0.1:0") -> None:
         self.args = ["--addr", addr, *args]
         self.proc: subprocess.Popen[bytes] | None = None
+        self._stderr: IO[bytes] | None = None
         self.addr = ""
 
     def __repr__(self) -> str:
@@ -50,7 +53,9 @@ class ServerProcess:
     def start(self, timeout: float = 15.0) -> ServerProcess:
         cmd = [sys.executable, "-m", "discoverd", "serve", *self.args]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        # a file, not a pipe: a chatty server never blocks on a full pipe
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed in __exit__
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._stderr, env=env)
         assert self.proc.stdout is not None
         sel = selectors.DefaultSelector()
         sel.register(self.proc.stdout, selectors.EVENT_READ)
@@ -68,7 +73,9 @@ class ServerProcess:
         text = line.decode().strip()
         if not text.startswith("discoverd listening on "):
             self.kill()
-            err = self.proc.stderr.read().decode() if self.proc.stderr else ""
+            err = self.stderr_text()
+            if self._stderr is not None:
+                self._stderr.close()
             raise RuntimeError(f"server did not start: {text!r} {err}")
         self.addr = text.rsplit(" ", 1)[1]
         return self
@@ -87,9 +94,11 @@ class ServerProcess:
             self.proc.wait(10)
 
     def stderr_text(self) -> str:
-        """What the process wrote to stderr (only once it has exited)."""
-        assert self.proc is not None and self.proc.stderr is not None
-        return self.proc.stderr.read().decode()
+        """What the process wrote to stderr so far."""
+        if self._stderr is None:
+            return ""
+        self._stderr.seek(0)
+        return self._stderr.read().decode(errors="replace")
 
     def __enter__(self) -> ServerProcess:
         return self.start()
@@ -105,7 +114,7 @@ class ServerProcess:
         except subprocess.TimeoutExpired:
             self.kill()
         finally:
-            if self.proc is not None:
-                for f in (self.proc.stdout, self.proc.stderr):
-                    if f is not None:
-                        f.close()
+            if self.proc is not None and self.proc.stdout is not None:
+                self.proc.stdout.close()
+            if self._stderr is not None:
+                self._stderr.close()

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import random
 
+import orjson
 import pytest
 
+from discoverd.core import wire
 from discoverd.core.guard import Guard
 from discoverd.core.registry import Registry
 from discoverd.errors import BadRequest
@@ -99,14 +101,26 @@ def test_renew_touches_only_renew_timestamp_and_counts_for_guard() -> None:
     assert r.guard.this_window == 1
 
 
-def test_renew_returns_a_copy() -> None:
+def test_renew_answer_bytes_follow_renews_sets_and_reregisters() -> None:
     r = Registry()
-    r.register(inst(), T0)
-    res = r.renew("a", "dev", "z1", "h1", T0)
+    app = r.register(inst(), T0)
+    for now in (T0 + S, T0 + 2 * S):
+        res = r.renew("a", "dev", "z1", "h1", now)
+        assert res.instance is not None
+        doc = orjson.loads(wire.renewed(app, res.instance))
+        assert doc == wire.instance_obj(res.instance)
+        assert doc["renew_timestamp"] == now
+    r.apply_set("a", "dev", "z1", [("h1", WAITING, {"k": "v"})], T0 + 3 * S)
+    res = r.renew("a", "dev", "z1", "h1", T0 + 4 * S)
     assert res.instance is not None
-    res.instance.addrs.append("evil")
-    stored = r.get("a", "dev", "z1", "h1")
-    assert stored is not None and stored.addrs == ["http://10.0.0.1:80"]
+    doc = orjson.loads(wire.renewed(app, res.instance))
+    assert (doc["status"], doc["metadata"]) == (WAITING, {"k": "v"})
+    r.register(inst(version="v9"), T0 + 5 * S)
+    res = r.renew("a", "dev", "z1", "h1", T0 + 6 * S)
+    assert res.instance is not None
+    assert orjson.loads(wire.renewed(app, res.instance))["version"] == "v9"
+    r.cancel("a", "dev", "z1", "h1", T0 + 7 * S)
+    assert app.parts == {}
 
 
 @pytest.mark.parametrize(("peer_dirty", "code"), [(T0 + 1, -404), (T0 - 1, -409), (T0, 0), (None, 0)])

@@ -55,11 +55,21 @@ def _unescape(raw: bytes) -> str:
 
 def parse_urlencoded(raw: bytes, into: dict[str, list[str]]) -> None:
     """Add the pairs of ``raw`` to ``into`` (key → values in order); raises :class:`BadRequest`."""
+    if b";" in raw:
+        raise BadRequest("invalid semicolon separator in query")
+    if b"%" not in raw and b"+" not in raw:  # fast path: nothing to unescape
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadRequest("parameters must be valid UTF-8 text") from None
+        for seg in text.split("&"):
+            if seg:
+                k, _, v = seg.partition("=")
+                into.setdefault(k, []).append(v)
+        return
     for segment in raw.split(b"&"):
         if not segment:
             continue
-        if b";" in segment:
-            raise BadRequest("invalid semicolon separator in query")
         key, _, value = segment.partition(b"=")
         k = _unescape(key)
         into.setdefault(k, []).append(_unescape(value))

@@ -34,6 +34,8 @@ class App:
     zones: dict[str, dict[str, Instance]] = field(default_factory=dict)
     latest: int = 0
     cache: dict[object, bytes] = field(default_factory=dict)
+    parts: dict[tuple[str, str], tuple[Instance, bytes, bytes]] = field(default_factory=dict)
+    """Per-instance JSON split around ``renew_timestamp`` (renew answers); see :func:`wire.renewed`."""
 
     @property
     def key(self) -> AppKey:
@@ -57,7 +59,9 @@ class App:
 
 @dataclass(slots=True)
 class RenewResult:
-    """Outcome of :meth:`Registry.renew`: the wire code and the stored instance (a copy), if any.
+    """Outcome of :meth:`Registry.renew`: the wire code and the stored instance, if any.
+
+    ``instance`` is the registry's own object: encode or copy it at once, never keep or mutate it.
 
     ``code`` is 0, -404 (unknown, or the caller's copy is newer) or -409 (the stored copy is newer).
     """
@@ -162,7 +166,7 @@ class Registry:
                 code = -404
             elif peer_dirty < ins.dirty_timestamp:
                 code = -409
-        return RenewResult(code, ins.copy())
+        return RenewResult(code, ins)
 
     def cancel(
         self, appid: str, env: str, zone: str, hostname: str, now: int, *, latest: int = 0
@@ -182,6 +186,7 @@ class Registry:
         if app is None or hosts is None or hostname not in hosts:
             return None
         ins = hosts.pop(hostname)
+        app.parts.pop((zone, hostname), None)
         self.size -= 1
         if not hosts:
             del app.zones[zone]
@@ -221,6 +226,7 @@ class Registry:
             if meta is not None:
                 ins.metadata = {**(ins.metadata or {}), **meta}
             ins.dirty_timestamp = ins.latest_timestamp = set_timestamp
+        app.parts.clear()
         app.bump(set_timestamp)
         return app
 

@@ -81,6 +81,22 @@ def instance_info(app: App, zone: str, status: int) -> bytes:
     return out
 
 
+_RENEW_MARK = -0x5EED
+
+
+def renewed(app: App, ins: Instance) -> bytes:
+    """The instance's JSON for a renew answer, re-using its pre-encoded parts (only the renew
+    timestamp changes between renews; a register replaces the object, a ``set`` clears the parts)."""
+    key = (ins.zone, ins.hostname)
+    cached = app.parts.get(key)
+    if cached is None or cached[0] is not ins:
+        obj = instance_obj(ins)
+        obj["renew_timestamp"] = _RENEW_MARK
+        head, _, tail = dumps(obj).partition(b"%d" % _RENEW_MARK)
+        cached = app.parts[key] = (ins, head, tail)
+    return b"%s%d%s" % (cached[1], ins.renew_timestamp, cached[2])
+
+
 def empty_info(latest: int) -> bytes:
     """The InstanceInfo of a fetch whose zone is absent (spec §12.1)."""
     return b'{"instances":{},"latest_timestamp":%d}' % latest

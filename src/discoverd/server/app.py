@@ -26,7 +26,8 @@ from discoverd.server.http import HttpRequest, build_response, text_response
 
 log = logging.getLogger("discoverd.server")
 
-_FORM_TYPE: Final = "application/x-www-form-urlencoded"
+_FORM_TYPE: Final = b"application/x-www-form-urlencoded"
+_STATUS_HEADERS: Final = {c: b"Kratos-Status-Code: %d\r\n" % c for c in (0, -304, -400, -404, -409, -500)}
 _OK_BODY: Final = wire.envelope(0)
 #: What the Go server answers for a renew of an unknown hostname in a known zone: a zero Instance.
 _ZERO_INSTANCE: Final = (
@@ -39,8 +40,9 @@ _ZERO_INSTANCE: Final = (
 _UNBOUND: Final = frozenset({"/discovery/fetch/all", "/discovery/nodes"})
 
 
-def _media_type(req: HttpRequest) -> str:
-    return req.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+def _is_form(req: HttpRequest) -> bool:
+    raw = req.headers.get(b"content-type", b"")
+    return raw == _FORM_TYPE or raw.split(b";", 1)[0].strip().lower() == _FORM_TYPE
 
 
 Route = Callable[[HttpRequest, Form], "bytes | None"]
@@ -50,7 +52,8 @@ def json_answer(code: int, body: bytes, *, status_header: bool = True) -> bytes:
     """HTTP 200 with the JSON ``body`` and the ``kratos-status-code`` header mirroring ``code``."""
     if not status_header:
         return build_response(200, body)
-    return build_response(200, body, headers=((b"Kratos-Status-Code", b"%d" % code),))
+    line = _STATUS_HEADERS.get(code) or b"Kratos-Status-Code: %d\r\n" % code
+    return build_response(200, body, headers=line)
 
 
 class ProtocolApp:
@@ -84,6 +87,7 @@ class ProtocolApp:
             "/discovery/nodes": ("GET", self.nodes),
         }
         self._gated = {"GET"}
+        self._dirty: set[AppKey] = set()
         self.extra_routes: dict[str, Callable[[HttpRequest], bytes]] = {"/metrics": self.metrics}
 
     def __repr__(self) -> str:
@@ -117,7 +121,7 @@ class ProtocolApp:
         if req.path in _UNBOUND:
             return Form()  # the Go handlers of these read no parameter
         body = b""
-        if req.body and req.method == "POST" and _media_type(req) == _FORM_TYPE:
+        if req.body and req.method == "POST" and _is_form(req):
             body = req.body
         try:
             return Form.parse(body, req.query)
@@ -160,8 +164,8 @@ class ProtocolApp:
             app = self.registry.app(a["appid"], a["env"])
             known_zone = app is not None and a["zone"] in app.zones
             return json_answer(-404, wire.envelope(-404, _ZERO_INSTANCE if known_zone else b"null"))
-        data = wire.dumps(wire.instance_obj(res.instance))
-        return json_answer(res.code, wire.envelope(res.code, data))
+        app = self.registry.apps[(a["appid"], a["env"])]
+        return json_answer(res.code, wire.envelope(res.code, wire.renewed(app, res.instance)))
 
     def cancel(self, req: HttpRequest, form: Form) -> bytes:
         a = bind(form, specs.CANCEL)
@@ -275,7 +279,7 @@ class ProtocolApp:
 
     def _hold_seconds(self, req: HttpRequest) -> float:
         hold = self.config.poll_hold
-        header = req.headers.get("x1-bmspy-timeout", "")
+        header = req.header("x1-bmspy-timeout")
         if 0 < len(header) <= 18 and header.isascii() and header.isdigit():
             hold = min(hold, int(header) / 1000.0 - 0.02)
         return hold
@@ -309,8 +313,25 @@ class ProtocolApp:
         if isinstance(w, Waiter) and self.waiters.discard(w):
             _token(w)[1].cancel()
 
-    def changed(self, key: AppKey) -> int:
-        """Wake the polls waiting on ``key``; returns how many were answered.
+    def changed(self, key: AppKey) -> None:
+        """Note that ``key`` changed: its polls are woken right after the current request is answered.
+
+        Deferring lets the writer get its answer before a large fan-out, and coalesces several changes
+        of one app within one loop iteration into one wake-up with the latest content.
+        """
+        if not self.waiters.count:
+            return
+        if not self._dirty:
+            self.loop.call_soon(self._flush)
+        self._dirty.add(key)
+
+    def _flush(self) -> None:
+        dirty, self._dirty = self._dirty, set()
+        for key in dirty:
+            self.wake(key)
+
+    def wake(self, key: AppKey) -> int:
+        """Answer the polls waiting on ``key`` now; returns how many were answered.
 
         Each distinct answer is encoded once; a deleted app wakes nobody (spec §4.4), and a poll whose
         zone filter the app lacks keeps waiting.

@@ -63,20 +63,24 @@ def build_response(
     body: bytes,
     *,
     content_type: bytes = b"application/json; charset=utf-8",
-    headers: tuple[tuple[bytes, bytes], ...] = (),
+    headers: bytes = b"",
     close: bool = False,
 ) -> bytes:
-    """Encode a whole HTTP/1.1 answer (status line, headers, body)."""
-    parts = [
-        b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nDate: %s\r\nContent-Length: %d\r\n"
-        % (status, _REASONS.get(status, b"Unknown"), content_type, _CLOCK.date(), len(body))
-    ]
-    parts.extend(b"%s: %s\r\n" % kv for kv in headers)
+    """Encode a whole HTTP/1.1 answer (status line, headers, body).
+
+    ``headers`` are extra header lines, pre-rendered (``b"Name: value\\r\\n"`` each).
+    """
     if close:
-        parts.append(b"Connection: close\r\n")
-    parts.append(b"\r\n")
-    parts.append(body)
-    return b"".join(parts)
+        headers += b"Connection: close\r\n"
+    return b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nDate: %s\r\nContent-Length: %d\r\n%s\r\n%s" % (
+        status,
+        _REASONS.get(status, b"Unknown"),
+        content_type,
+        _CLOCK.date(),
+        len(body),
+        headers,
+        body,
+    )
 
 
 def text_response(status: int, text: str, *, close: bool = False) -> bytes:
@@ -84,7 +88,8 @@ def text_response(status: int, text: str, *, close: bool = False) -> bytes:
 
 
 class HttpRequest:
-    """One parsed request. ``headers`` has lower-case names (last value wins)."""
+    """One parsed request. ``headers`` maps lower-case raw names to raw values (last value wins);
+    :meth:`header` decodes one."""
 
     __slots__ = (
         "_conn",
@@ -104,7 +109,7 @@ class HttpRequest:
         method: str,
         path: str,
         query: bytes,
-        headers: dict[str, str],
+        headers: dict[bytes, bytes],
         body: bytes,
         keep_alive: bool,
     ) -> None:
@@ -121,6 +126,11 @@ class HttpRequest:
 
     def __repr__(self) -> str:
         return f"<HttpRequest {self.method} {self.path} from {self.peer}>"
+
+    def header(self, name: str) -> str:
+        """The value of header ``name`` (lower-case), or ``""``."""
+        value = self.headers.get(name.encode("latin-1"))
+        return "" if value is None else value.decode("latin-1")
 
     @property
     def open(self) -> bool:
@@ -144,7 +154,7 @@ class HttpConnection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._parser = httptools.HttpRequestParser(self)
         self._url = b""
-        self._headers: dict[str, str] = {}
+        self._headers: dict[bytes, bytes] = {}
         self._header_bytes = 0
         self._body: list[bytes] = []
         self._body_len = 0
@@ -199,7 +209,7 @@ class HttpConnection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._count_header_bytes(len(name) + len(value))
-        self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+        self._headers[name.lower()] = value
 
     def _count_header_bytes(self, n: int) -> None:
         self._header_bytes += n
@@ -208,11 +218,11 @@ class HttpConnection(asyncio.Protocol):
             raise httptools.HttpParserError("headers too large")
 
     def on_headers_complete(self) -> None:
-        length = self._headers.get("content-length", "")
+        length = self._headers.get(b"content-length", b"")
         if length.isdigit() and int(length) > self._server.max_body:
             self._reject(413, f"request body over {self._server.max_body} bytes")
             raise httptools.HttpParserError("body too large")
-        if self._headers.get("expect", "").lower() == "100-continue" and self._transport:
+        if self._headers.get(b"expect", b"").lower() == b"100-continue" and self._transport:
             self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
