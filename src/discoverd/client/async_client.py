@@ -1,0 +1,333 @@
+"""The asynchronous client: registrations, fetch, watch, over one long poll (spec §8).
+
+Lifecycle: ``async with AsyncClient(nodes=[...], env=...) as client`` (or ``await client.start()`` /
+``await client.aclose()``). ``start`` blocks until a node answered (raising
+:class:`~discoverd.errors.Unavailable` after ``start_timeout`` instead of hanging like the Go
+client), learns the registry nodes from ``infra.discovery`` and starts the poll loop. Everything the
+client runs lives in its own ``asyncio.TaskGroup``; ``aclose`` cancels registrations (graceful leave)
+and stops the loop. A closed client cannot be restarted.
+
+The poll loop keeps one ``polls`` request in flight for every watched app (always including
+``infra.discovery``); ``-304`` re-polls at once; a failure switches to the next node after a capped
+exponential backoff with jitter; the cached lists keep being served whatever the nodes do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import socket
+from collections.abc import AsyncIterator, Coroutine, Sequence
+from typing import Any
+
+from discoverd.client.config import ClientConfig
+from discoverd.client.registration import Registration, RegState
+from discoverd.client.transport import Answer, Params, Transport
+from discoverd.core.nodes import NodeList, backoff_delay
+from discoverd.core.watch import WatchState, decode_info
+from discoverd.errors import NOT_FOUND, NOT_MODIFIED, BadRequest, DiscoverdError, Unavailable, error_for_code
+from discoverd.model import INFRA_APPID, UP, Instance
+
+log = logging.getLogger("discoverd.client")
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name) or default
+
+
+class AsyncClient:
+    """A discovery client bound to one ``env``/``zone``/``hostname`` identity. Task-safe in one loop."""
+
+    def __init__(
+        self,
+        nodes: Sequence[str] | str | None = None,
+        *,
+        env: str | None = None,
+        zone: str | None = None,
+        region: str | None = None,
+        hostname: str | None = None,
+        config: ClientConfig | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        if nodes is None:
+            nodes = os.environ.get("DISCOVERY_NODES", "")
+        if isinstance(nodes, str):
+            nodes = [n.strip() for n in nodes.split(",") if n.strip()]
+        if not nodes:
+            raise DiscoverdError("no registry node given (nodes=[...] or DISCOVERY_NODES)")
+        self.env = env or _env("DEPLOY_ENV", "dev")
+        self.zone = zone or _env("ZONE", "zone01")
+        self.region = region or _env("REGION", "region01")
+        self.hostname = hostname or _env("HOSTNAME", socket.gethostname())
+        self.config = config or ClientConfig()
+        self._rng = rng or random.Random()
+        self.nodes = NodeList(list(nodes), self.zone, self._rng)
+        self._transport = Transport(request_timeout=self.config.request_timeout)
+        self._state = WatchState()
+        self._state.add(INFRA_APPID)
+        self._signals: dict[str, asyncio.Event] = {}
+        self._registrations: dict[tuple[str, str], Registration] = {}
+        self._tg: asyncio.TaskGroup | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._poll_task: asyncio.Task[Any] | None = None
+        self._failures = 0
+        self._poll_node = ""
+        self._started = False
+        self._closed = False
+        self.connected = asyncio.Event()
+        """Set while the last poll succeeded; cleared while every node fails."""
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "started" if self._started else "new"
+        return f"<AsyncClient env={self.env} zone={self.zone} node={self.nodes.current} {state}>"
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> AsyncClient:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def start(self) -> None:
+        """Connect (bounded by ``config.start_timeout``) and start the poll loop."""
+        if self._closed or self._started:
+            raise DiscoverdError("an AsyncClient can be started once")
+        self._started = True
+        self._tg = asyncio.TaskGroup()
+        await self._tg.__aenter__()
+        try:
+            await asyncio.wait_for(self._bootstrap(), self.config.start_timeout)
+        except (TimeoutError, asyncio.TimeoutError):
+            await self.aclose()
+            raise Unavailable(
+                f"no registry node answered within {self.config.start_timeout:g}s (tried {', '.join(self.nodes.seeds)})"
+            ) from None
+        except BaseException:
+            await self.aclose()
+            raise
+        self._spawn(self._poll_loop())
+
+    async def _bootstrap(self) -> None:
+        attempt = 0
+        while True:
+            try:
+                answer = await self._call(
+                    "GET", "fetch", [("env", self.env), ("appid", INFRA_APPID), ("status", "1")]
+                )
+                if answer.code == 0:
+                    instances, latest = decode_info(answer.data)
+                    self._state.store(INFRA_APPID, instances, 0)
+                    self.nodes.learn(instances)
+                    return
+                if answer.code == NOT_FOUND:
+                    log.warning(
+                        "no infra.discovery in env %r: is the client's env the servers' env?", self.env
+                    )
+                    return
+                raise Unavailable(f"{self.nodes.current}: answered {answer.code}")
+            except (Unavailable, BadRequest) as exc:
+                log.info("bootstrap: %s", exc)
+                self.nodes.switch()
+                await asyncio.sleep(self._backoff(attempt))
+                attempt += 1
+
+    async def aclose(self) -> None:
+        """Cancel every active registration, stop the loop, close connections. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        for reg in list(self._registrations.values()):
+            await reg.close()
+        if self._poll_task is not None:
+            self._poll_task.cancel()
+        for event in self._signals.values():
+            event.set()
+        if self._tg is not None:
+            tg, self._tg = self._tg, None
+            for task in list(self._tasks):
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await tg.__aexit__(None, None, None)
+        await self._transport.aclose()
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Run ``coro`` in the client's task group (it must not raise: a failure stops the client)."""
+        if self._tg is None or self._closed:
+            coro.close()
+            raise DiscoverdError("client is not running")
+        task = self._tg.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _backoff(self, attempt: int) -> float:
+        c = self.config
+        return backoff_delay(attempt, base=c.backoff_base, cap=c.backoff_cap, rng=self._rng)
+
+    async def _call(self, method: str, path: str, params: Params, *, timeout: float | None = None) -> Answer:
+        """One request to the current node; a transport failure switches node and re-raises."""
+        node = self.nodes.current
+        try:
+            return await self._transport.call(node, method, path, params, timeout=timeout)
+        except Unavailable:
+            if self.nodes.current == node:
+                self.nodes.switch()
+            raise
+
+    # -- registrations --------------------------------------------------------------------------------
+
+    async def register(
+        self,
+        appid: str,
+        addrs: Sequence[str],
+        *,
+        metadata: dict[str, str] | None = None,
+        status: int = UP,
+        version: str = "",
+        hostname: str | None = None,
+    ) -> Registration:
+        """Register ``appid`` at ``addrs`` and keep it alive; raises on refusal or when unreachable.
+
+        The instance is keyed by the client's env/zone and ``hostname`` (default: the client's).
+        """
+        if self._closed or not self._started:
+            raise DiscoverdError("client is not running")
+        key = (appid, hostname or self.hostname)
+        if key in self._registrations:
+            raise DiscoverdError(f"{appid}/{key[1]} is already registered by this client")
+        ins = Instance(
+            region=self.region,
+            zone=self.zone,
+            env=self.env,
+            appid=appid,
+            hostname=key[1],
+            addrs=list(addrs),
+            version=version,
+            metadata=dict(metadata) if metadata is not None else None,
+            status=status,
+        )
+        reg = Registration(self, ins)
+        await reg._send_register()
+        self._registrations[key] = reg
+        reg._start()
+        return reg
+
+    def _forget(self, reg: Registration) -> None:
+        self._registrations.pop((reg.instance.appid, reg.instance.hostname), None)
+
+    @property
+    def registrations(self) -> list[Registration]:
+        return [r for r in self._registrations.values() if r.state is RegState.ACTIVE]
+
+    # -- discovery ------------------------------------------------------------------------------------
+
+    def _watch_app(self, appid: str) -> None:
+        if self._state.add(appid) and self._poll_task is not None:
+            self._poll_task.cancel()  # the next poll includes the new app at once
+
+    async def fetch(self, appid: str, *, zone: str | None = None, status: int = UP) -> list[Instance]:
+        """The instances of ``appid`` (UP by default), optionally of one zone.
+
+        UP lists are served from the watched cache (the app is watched from the first call on; while
+        every node is down the last good list is served). Other status masks ask a node directly.
+        Treat the returned instances as read-only.
+        """
+        view = self._state.apps.get(appid)
+        if status == UP and view is not None and view.known:
+            if zone is None:
+                return list(view.instances)
+            return [i for i in view.instances if i.zone == zone]
+        answer = await self._call(
+            "GET", "fetch", [("env", self.env), ("appid", appid), ("status", str(status))]
+        )
+        if answer.code == NOT_FOUND:
+            instances: list[Instance] = []
+        elif answer.code != 0:
+            raise error_for_code(answer.code, answer.message)
+        else:
+            instances, latest = decode_info(answer.data)
+            if status == UP and self._started and not self._closed:
+                self._watch_app(appid)
+                self._state.store(appid, instances, 0)
+        return instances if zone is None else [i for i in instances if i.zone == zone]
+
+    async def watch(self, appid: str) -> AsyncIterator[list[Instance]]:
+        """Yield the UP instances of ``appid`` now (once known) and after every change.
+
+        Changes are coalesced: a slow consumer gets the latest list, not every intermediate one.
+        The iterator ends when the client closes.
+        """
+        self._watch_app(appid)
+        seen = 0
+        while not self._closed:
+            view = self._state.apps[appid]
+            if view.known and view.version != seen:
+                seen = view.version
+                yield list(view.instances)
+                continue
+            event = self._signals.setdefault(appid, asyncio.Event())
+            await event.wait()
+
+    def _notify(self, appid: str) -> None:
+        event = self._signals.pop(appid, None)
+        if event is not None:
+            event.set()
+
+    async def _poll_loop(self) -> None:
+        while not self._closed:
+            node = self.nodes.current
+            if node != self._poll_node:
+                self._state.reset_latest()
+                self._poll_node = node
+            self._poll_task = self._spawn(self._poll_guarded(node))
+            await asyncio.wait({self._poll_task})
+            task, self._poll_task = self._poll_task, None
+            if task.cancelled():
+                continue  # a new app joined the watch set
+            exc = task.result()
+            if exc is None:
+                self._failures = 0
+                self.connected.set()
+                continue
+            self.connected.clear()
+            log.info("poll via %s failed: %s", node, exc)
+            if self.nodes.current == node:
+                self.nodes.switch()
+            await asyncio.sleep(self._backoff(self._failures))
+            self._failures += 1
+
+    async def _poll_guarded(self, node: str) -> DiscoverdError | None:
+        """One poll; returns its failure instead of raising (it runs in the task group)."""
+        try:
+            await self._poll_once(node)
+        except DiscoverdError as exc:
+            return exc
+        return None
+
+    async def _poll_once(self, node: str) -> None:
+        params: list[tuple[str, str]] = [("env", self.env), ("hostname", self.hostname)]
+        for appid, latest in self._state.query():
+            params += [("appid", appid), ("latest_timestamp", str(latest))]
+        hold = self.config.poll_hold
+        answer = await self._transport.call(
+            node,
+            "GET",
+            "polls",
+            params,
+            timeout=hold + 10.0,
+            headers={"x1-bmspy-timeout": str(int((hold + 10.0) * 1000))},
+        )
+        if answer.code == NOT_MODIFIED:
+            return
+        if answer.code != 0:
+            raise error_for_code(answer.code, answer.message)
+        changed = self._state.apply(answer.data)
+        for appid in changed:
+            if appid == INFRA_APPID:
+                self.nodes.learn(self._state.apps[INFRA_APPID].instances)
+            self._notify(appid)

@@ -1,0 +1,107 @@
+"""The client's view of the apps it watches, fed by ``polls`` answers (spec §4, §8.4).
+
+Per app: the last ``latest_timestamp`` from the node in use and the last good instance list.
+Rules (fixing the Go client's pitfalls, spec §11.17):
+
+* ``latest_timestamp`` advances on every answer that contains the app, even when it has no UP
+  instance (kratos #494 busy loop), and the empty list replaces the cached one (the server says
+  there is nothing to send traffic to);
+* an app reported missing (``error.-404``), an error, or a node outage never touches the cache;
+* on a node switch every ``latest_timestamp`` goes back to 0 (they are per node);
+* an answer with ``latest_timestamp`` 0 or a malformed body is an error (the caller switches node).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from discoverd.errors import BadRequest
+from discoverd.model import Instance
+
+
+@dataclass(slots=True)
+class AppView:
+    """One watched app: ``instances`` (UP ones, all zones), ``version`` bumped on each update."""
+
+    appid: str
+    latest: int = 0
+    instances: list[Instance] = field(default_factory=list)
+    version: int = 0
+    known: bool = False
+    """True once an answer for the app arrived (an empty list is then a real answer)."""
+
+
+class WatchState:
+    """The watched apps of one client. Pure bookkeeping; not thread-safe."""
+
+    def __init__(self) -> None:
+        self.apps: dict[str, AppView] = {}
+
+    def __repr__(self) -> str:
+        return f"WatchState({sorted(self.apps)})"
+
+    def add(self, appid: str) -> bool:
+        """Watch ``appid``; returns True if it is new."""
+        if appid in self.apps:
+            return False
+        self.apps[appid] = AppView(appid)
+        return True
+
+    def query(self) -> list[tuple[str, int]]:
+        """``(appid, latest_timestamp)`` pairs for the next ``polls``."""
+        return [(a.appid, a.latest) for a in self.apps.values()]
+
+    def reset_latest(self) -> None:
+        """Forget every ``latest_timestamp`` (the node changed; the cache stays)."""
+        for view in self.apps.values():
+            view.latest = 0
+
+    def store(self, appid: str, instances: list[Instance], latest: int) -> bool:
+        """Record a fetched list (outside the poll loop); True if it changed the view."""
+        view = self.apps.get(appid)
+        if view is None:
+            return False
+        view.latest = max(view.latest, latest)
+        if view.known and view.instances == instances:
+            return False
+        view.instances, view.known = instances, True
+        view.version += 1
+        return True
+
+    def apply(self, data: Any) -> list[str]:
+        """Apply the ``data`` of a ``polls`` answer; returns the watched appids that changed.
+
+        Raises :class:`BadRequest` on a malformed answer (the caller treats it as a node error).
+        """
+        if not isinstance(data, dict):
+            raise BadRequest("polls answer: data is not an object")
+        decoded = {appid: decode_info(info) for appid, info in data.items() if appid in self.apps}
+        changed = []
+        for appid, (instances, latest) in decoded.items():
+            view = self.apps[appid]
+            view.latest = latest
+            if view.known and view.instances == instances:
+                continue
+            view.instances, view.known = instances, True
+            view.version += 1
+            changed.append(appid)
+        return changed
+
+
+def decode_info(info: Any) -> tuple[list[Instance], int]:
+    """An InstanceInfo (``{"instances": {zone: [...]}, "latest_timestamp": N}``) → (instances, latest)."""
+    if not isinstance(info, dict):
+        raise BadRequest("InstanceInfo: not an object")
+    latest = info.get("latest_timestamp")
+    if isinstance(latest, bool) or not isinstance(latest, int) or latest <= 0:
+        raise BadRequest("InstanceInfo: latest_timestamp must be a positive integer")
+    zones = info.get("instances") or {}
+    if not isinstance(zones, dict):
+        raise BadRequest("InstanceInfo: instances must be an object of zones")
+    out: list[Instance] = []
+    for zone_list in zones.values():
+        if not isinstance(zone_list, list):
+            raise BadRequest("InstanceInfo: a zone must hold an array")
+        out.extend(Instance.from_wire(obj) for obj in zone_list)
+    return out, latest
