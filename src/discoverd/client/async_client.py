@@ -102,10 +102,11 @@ class AsyncClient:
         await self._tg.__aenter__()
         try:
             await asyncio.wait_for(self._bootstrap(), self.config.start_timeout)
-        except (TimeoutError, asyncio.TimeoutError):
+        except TimeoutError:
             await self.aclose()
+            tried = ", ".join(self.nodes.seeds)
             raise Unavailable(
-                f"no registry node answered within {self.config.start_timeout:g}s (tried {', '.join(self.nodes.seeds)})"
+                f"no registry node answered within {self.config.start_timeout:g}s (tried {tried})"
             ) from None
         except BaseException:
             await self.aclose()
@@ -120,7 +121,7 @@ class AsyncClient:
                     "GET", "fetch", [("env", self.env), ("appid", INFRA_APPID), ("status", "1")]
                 )
                 if answer.code == 0:
-                    instances, latest = decode_info(answer.data)
+                    instances, _latest = decode_info(answer.data)
                     self._state.store(INFRA_APPID, instances, 0)
                     self.nodes.learn(instances)
                     return
@@ -250,7 +251,7 @@ class AsyncClient:
         elif answer.code != 0:
             raise error_for_code(answer.code, answer.message)
         else:
-            instances, latest = decode_info(answer.data)
+            instances, _latest = decode_info(answer.data)
             if status == UP and self._started and not self._closed:
                 self._watch_app(appid)
                 self._state.store(appid, instances, 0)

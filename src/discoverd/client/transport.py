@@ -5,7 +5,6 @@ No aiohttp exception escapes: transport failures become :class:`~discoverd.error
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -77,7 +76,7 @@ class Transport:
                 body = await resp.read()
                 if resp.status != 200:
                     raise Unavailable(f"{node}: HTTP {resp.status}")
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise Unavailable(f"{node}: {type(exc).__name__}: {exc}") from None
         try:
             doc = orjson.loads(body)
