@@ -74,6 +74,8 @@ class AsyncClient:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._poll_task: asyncio.Task[Any] | None = None
         self._failures = 0
+        self.polls_sent = 0
+        """How many ``polls`` requests this client sent (observability, tests)."""
         self._poll_node = ""
         self._started = False
         self._closed = False
@@ -315,6 +317,7 @@ class AsyncClient:
         for appid, latest in self._state.query():
             params += [("appid", appid), ("latest_timestamp", str(latest))]
         hold = self.config.poll_hold
+        self.polls_sent += 1
         answer = await self._transport.call(
             node,
             "GET",

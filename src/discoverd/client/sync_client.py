@@ -4,7 +4,9 @@ A facade, not a second implementation: one :class:`AsyncClient` runs on a privat
 thread (:class:`~discoverd.client._portal.Portal`), so heartbeats and watches keep running between
 calls. Thread-safe. Fork-safe: in a child process (gunicorn/uWSGI preforking) the first call finds
 the parent's loop thread missing, starts a fresh portal and client, re-watches the apps and
-re-registers the registrations that were active in the parent (the parent keeps its own).
+re-registers the registrations that were active in the parent, so they stay alive even if the parent
+exits (daemonising). Those inherited registrations still belong to the parent too: closing the
+child's client orphans them (stops its heartbeat) instead of cancelling them for everyone.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import os
 import threading
 import weakref
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Generator, Sequence
 from typing import Any
 
 from discoverd.client._portal import Portal
@@ -41,6 +43,8 @@ class SyncRegistration:
         self._client = client
         self._reg = reg
         self._spec = spec
+        self.inherited = False
+        """True in a forked child for a registration made by the parent (see the module docstring)."""
 
     def __repr__(self) -> str:
         return f"<Sync{self._reg!r}>"
@@ -136,6 +140,7 @@ class Client:
             for sreg in self._regs:
                 if sreg._reg.state is RegState.ACTIVE:
                     sreg._reg = self._portal.call(self._async.register(**sreg._spec))
+                    sreg.inherited = True
 
     @property
     def env(self) -> str:
@@ -177,7 +182,7 @@ class Client:
             self._watched.add(appid)
         return self._portal.call(self._async.fetch(appid, zone=zone, status=status))
 
-    def watch(self, appid: str, *, timeout: float | None = None) -> Iterator[list[Instance]]:
+    def watch(self, appid: str, *, timeout: float | None = None) -> Generator[list[Instance], None, None]:
         """Yield the instance list of ``appid`` now and on every change (see :meth:`AsyncClient.watch`).
 
         ``timeout`` bounds each wait (``TimeoutError``); closing the generator stops the watch.
@@ -205,6 +210,9 @@ class Client:
         if self._forked:
             return  # the parent's loop thread does not exist in this process
         try:
+            for sreg in self._regs:
+                if sreg.inherited:
+                    self._portal.call(_sync(sreg._reg.orphan))
             self._portal.call(self._async.aclose(), 30)
         finally:
             self._portal.stop()

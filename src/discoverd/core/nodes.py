@@ -2,7 +2,9 @@
 
 The working list starts as the seed nodes. Every change of ``infra.discovery`` **replaces** it (the
 Go client ignores shrinking lists): the nodes of the client's own zone first, then the others, each
-group shuffled so clients spread over the nodes. An empty discovery list keeps the seeds. ``switch``
+group shuffled so clients spread over the nodes, then the configured seeds not listed by discovery
+(a last resort, e.g. independent servers that do not know each other). An empty discovery list keeps
+the list as it is. ``switch``
 moves to the next node; the poll loop resets its ``latest_timestamp``s when the node changes.
 """
 
@@ -60,12 +62,17 @@ class NodeList:
         other = list(dict.fromkeys(a for z, a in pairs if z != self.zone and a not in own))
         if not own and not other:
             return False
-        if sorted(own) == sorted(self.nodes[: len(own)]) and sorted(own + other) == sorted(self.nodes):
+        seeds = [s for s in self.seeds if s not in own and s not in other]
+        if (
+            sorted(own) == sorted(self.nodes[: len(own)])
+            and sorted(other) == sorted(self.nodes[len(own) : len(own) + len(other)])
+            and self.nodes[len(own) + len(other) :] == seeds
+        ):
             return False
         current = self.current
         self._rng.shuffle(own)
         self._rng.shuffle(other)
-        self.nodes = own + other
+        self.nodes = own + other + seeds
         self._index = self.nodes.index(current) if current in self.nodes else 0
         self.learned = True
         return True

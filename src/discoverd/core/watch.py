@@ -96,7 +96,9 @@ def decode_info(info: Any) -> tuple[list[Instance], int]:
     latest = info.get("latest_timestamp")
     if isinstance(latest, bool) or not isinstance(latest, int) or latest <= 0:
         raise BadRequest("InstanceInfo: latest_timestamp must be a positive integer")
-    zones = info.get("instances") or {}
+    zones = info.get("instances")
+    if zones is None:
+        zones = {}
     if not isinstance(zones, dict):
         raise BadRequest("InstanceInfo: instances must be an object of zones")
     out: list[Instance] = []
