@@ -1,4 +1,5 @@
-"""The ``discoverd`` command line: ``discoverd serve [flags]``.
+"""The ``discoverd`` command line: ``serve``, and the client commands ``register``, ``fetch``,
+``watch``, ``nodes``.
 
 Flags use the names other tooling drives (``--addr``, ``--advertise``, ``--zone``, ``--region``,
 ``--env``, ``--hostname``, ``--nodes``, ``--poll-hold``, ``--evict-after``, ``--evict-interval``,
@@ -48,6 +49,9 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="start in start-up protect: reads answer -500 until synced or --protect-duration",
     )
+    from discoverd.client.commands import add_client_commands
+
+    add_client_commands(sub)
     return p
 
 
@@ -82,7 +86,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ns = _parser().parse_args(argv)
     if ns.command == "serve":
         return _serve(ns)
-    return 2  # pragma: no cover - argparse enforces the sub-command
+    from discoverd.client.commands import run_client_command
+
+    return run_client_command(ns)
 
 
 if __name__ == "__main__":  # pragma: no cover
