@@ -177,7 +177,8 @@ class Event:
 def diff_instances(old: dict[str, Instance], new: dict[str, Instance]) -> list[Event]:
     """The events that turn ``old`` into ``new`` (both keyed by a per-instance id, e.g. hostname).
 
-    An instance whose content differs (ignoring renew timestamps) is an ``update``.
+    An instance whose content differs (ignoring every timestamp: a re-register with the same
+    content is no change) is an ``update``.
     """
     events = [Event(Action.DELETE, ins) for key, ins in old.items() if key not in new]
     for key, ins in new.items():
@@ -198,5 +199,4 @@ def _content(ins: Instance) -> tuple[object, ...]:
         ins.version,
         ins.metadata or {},
         ins.status,
-        ins.dirty_timestamp,
     )

@@ -220,6 +220,13 @@ class AsyncClient:
         reg._start()
         return reg
 
+    def _touched(self, appid: str) -> None:
+        """Read-your-writes: after this client changed ``appid``, its next ``fetch`` asks a node
+        instead of the cache (the long poll brings the change a moment later)."""
+        view = self._state.apps.get(appid)
+        if view is not None:
+            view.dirty = True
+
     def _forget(self, reg: Registration) -> None:
         self._registrations.pop((reg.instance.appid, reg.instance.hostname), None)
 
@@ -241,7 +248,7 @@ class AsyncClient:
         Treat the returned instances as read-only.
         """
         view = self._state.apps.get(appid)
-        if status == UP and view is not None and view.known:
+        if status == UP and view is not None and view.known and not view.dirty:
             if zone is None:
                 return list(view.instances)
             return [i for i in view.instances if i.zone == zone]

@@ -75,6 +75,7 @@ class Registration:
         answer = await self._client._call("POST", "register", self._register_params())
         if answer.code != 0:
             raise error_for_code(answer.code, answer.message)
+        self._client._touched(self.instance.appid)
 
     async def _renew_once(self) -> None:
         try:
@@ -125,6 +126,7 @@ class Registration:
         self._client._forget(self)
         try:
             answer = await self._client._call("POST", "cancel", self._key())
+            self._client._touched(self.instance.appid)
             if answer.code not in (0, NOT_FOUND):
                 log.warning("cancel of %s answered %s", self.instance.hostname, answer.code)
         except Unavailable as exc:
@@ -145,6 +147,7 @@ class Registration:
         answer = await self._client._call("POST", "set", params)
         if answer.code != 0:
             raise error_for_code(answer.code, answer.message)
+        self._client._touched(self.instance.appid)
         if status is not None:
             self.instance.status = status
         if metadata is not None:

@@ -15,7 +15,8 @@ runs an :class:`AsyncClient` (started on first use). Mapping onto the protocol:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -25,7 +26,7 @@ from discoverd.client.config import ClientConfig
 from discoverd.client.registration import Registration
 from discoverd.core.watch import decode_info
 from discoverd.errors import ConfigError, DiscoverdError, error_for_code
-from discoverd.model import INFRA_APPID, Event, Instance, diff_instances
+from discoverd.model import INFRA_APPID, Action, Event, Instance, diff_instances
 
 
 def parse_discoverd_url(url: str) -> dict[str, Any]:
@@ -66,6 +67,7 @@ class DiscoverdRegistry(Registry):
         self._regs: dict[tuple[str, str], Registration] = {}
         self._lock = asyncio.Lock()
         self._closed = False
+        self._watches: set[_Watch] = set()
 
     def __repr__(self) -> str:
         return f"<DiscoverdRegistry {self.client!r}>"
@@ -80,12 +82,13 @@ class DiscoverdRegistry(Registry):
 
     async def register(self, instance: Instance, ttl: float | None = None) -> None:
         client = await self._ready()
+        await self._settle()
         key = (instance.appid, instance.hostname)
         old = self._regs.pop(key, None)
         if old is not None:
             old.orphan()  # replaced below by a re-register with the new content
             client._forget(old)
-        self._regs[key] = await client.register(
+        reg = await client.register(
             instance.appid,
             instance.addrs,
             metadata=instance.metadata,
@@ -93,15 +96,23 @@ class DiscoverdRegistry(Registry):
             version=instance.version,
             hostname=instance.hostname,
         )
+        self._regs[key] = reg
+        self._echo(Event(Action.CREATE, reg.instance.copy()))
 
     async def deregister(self, instance: Instance) -> None:
         client = await self._ready()
+        await self._settle()
         reg = self._regs.pop((instance.appid, instance.hostname), None)
         if reg is not None:
             await reg.close()
+            self._echo(Event(Action.DELETE, reg.instance.copy()))
             return
         params = [("zone", client.zone), ("env", client.env), ("appid", instance.appid)]
-        await client._call("POST", "cancel", [*params, ("hostname", instance.hostname)])
+        answer = await client._call("POST", "cancel", [*params, ("hostname", instance.hostname)])
+        if answer.code == 0:
+            gone = instance.copy()
+            gone.zone, gone.env = client.zone, client.env
+            self._echo(Event(Action.DELETE, gone))
 
     async def get_service(self, appid: str) -> list[Instance]:
         client = await self._ready()
@@ -125,49 +136,146 @@ class DiscoverdRegistry(Registry):
     async def list_services(self) -> list[str]:
         return sorted(await self._all())
 
-    async def watch(self, appid: str | None = None) -> AsyncIterator[Event]:
+    def watch(self, appid: str | None = None) -> AsyncIterator[Event]:
+        """Changes of ``appid`` (or of every app) from now on; see :class:`_Watch`."""
+        if self._closed:
+            raise RegistryClosed("registry is closed")
+        w = _Watch(self, appid)
+        self._watches.add(w)
+        return w
+
+    async def _settle(self) -> None:
+        """Wait until every open watch has its snapshot (called before each write)."""
+        pending = [w.ready.wait() for w in self._watches if not w.ready.is_set()]
+        if pending:
+            await asyncio.gather(*pending)
+
+    def _echo(self, event: Event) -> None:
+        for w in list(self._watches):
+            w.echo(event)
+
+    async def _snapshot(self, appid: str | None) -> dict[str, Instance]:
         client = await self._ready()
         if appid is None:
-            async for event in self._watch_all():
-                yield event
-            return
-        before = await self._snapshot(client, appid)
-        async for instances in client.watch(appid):
-            if self._closed:
-                return
-            now = {i.hostname: i.copy() for i in instances}
-            for event in diff_instances(before, now):
-                yield event
-            before = now
-
-    async def _snapshot(self, client: AsyncClient, appid: str) -> dict[str, Instance]:
+            return _keyed(i for items in (await self._all()).values() for i in items)
         answer = await client._call("GET", "fetch", [("env", client.env), ("appid", appid), ("status", "1")])
         if answer.code != 0:
             return {}
         instances, _ = decode_info(answer.data)
-        return {i.hostname: i for i in instances}
+        return _keyed(instances)
 
-    async def _watch_all(self) -> AsyncIterator[Event]:
-        def flat(apps: dict[str, list[Instance]]) -> dict[str, Instance]:
-            return {f"{i.appid}/{i.zone}/{i.hostname}": i for items in apps.values() for i in items}
-
-        before = flat(await self._all())
+    async def _stream(self, appid: str | None) -> AsyncIterator[dict[str, Instance]]:
+        """Successive full views: the long poll for one app, ``fetch/all`` at an interval for all."""
+        client = await self._ready()
+        if appid is not None:
+            async for instances in client.watch(appid):
+                yield _keyed(instances)
+            return
         while not self._closed:
             await asyncio.sleep(self.all_interval)
             try:
-                now = flat(await self._all())
+                yield _keyed(i for items in (await self._all()).values() for i in items)
             except DiscoverdError:
                 continue  # keep the last view while the registry is unreachable
-            for event in diff_instances(before, now):
-                yield event
-            before = now
 
     async def aclose(self) -> None:
         if self._closed:
             return
         self._closed = True
+        for w in list(self._watches):
+            await w.aclose()
         for reg in list(self._regs.values()):
             await reg.close()
         self._regs.clear()
         if self._owns_client:
             await self.client.aclose()
+
+
+def _key(ins: Instance) -> str:
+    return f"{ins.appid}/{ins.zone}/{ins.hostname}"
+
+
+def _keyed(instances: Iterable[Instance]) -> dict[str, Instance]:
+    return {_key(i): i.copy() for i in instances}
+
+
+class _Watch:
+    """One watch iterator of a :class:`DiscoverdRegistry`.
+
+    It keeps a model of the watched instances: a snapshot taken when it starts, then every full view
+    of the stream (long poll / ``fetch/all``) diffed against the model. Writes made through the same
+    registry wait until the snapshots of the watches created before them are taken (so a change made
+    after ``watch()`` returned is never folded into its snapshot), and are echoed at once (folded
+    into the model, so the stream does not repeat them).
+    """
+
+    def __init__(self, registry: DiscoverdRegistry, appid: str | None) -> None:
+        self._registry = registry
+        self._appid = appid
+        self._queue: asyncio.Queue[Event | None] = asyncio.Queue()
+        self._model: dict[str, Instance] | None = None
+        self.ready = asyncio.Event()
+        """Set once the snapshot is taken (or failed)."""
+        self._closed = False
+        self._task = asyncio.ensure_future(self._run())  # owned: cancelled by aclose()
+
+    def __aiter__(self) -> _Watch:
+        return self
+
+    async def __anext__(self) -> Event:
+        if self._closed and self._queue.empty():
+            raise StopAsyncIteration
+        event = await self._queue.get()
+        if event is None:
+            raise StopAsyncIteration
+        return event
+
+    def _apply(self, event: Event) -> None:
+        assert self._model is not None
+        key = _key(event.instance)
+        if event.action is Action.DELETE:
+            if self._model.pop(key, None) is None:
+                return
+            self._queue.put_nowait(event)
+            return
+        old = self._model.get(key)
+        self._model[key] = event.instance
+        if old is None:
+            self._queue.put_nowait(Event(Action.CREATE, event.instance.copy()))
+        else:
+            for change in diff_instances({key: old}, {key: event.instance}):
+                self._queue.put_nowait(change)
+
+    def echo(self, event: Event) -> None:
+        if self._closed or self._model is None:
+            return
+        if self._appid is None or event.instance.appid == self._appid:
+            self._apply(event)
+
+    async def _run(self) -> None:
+        try:
+            try:
+                self._model = await self._registry._snapshot(self._appid)
+            finally:
+                self.ready.set()
+            async for view in self._registry._stream(self._appid):
+                for change in diff_instances(self._model, view):
+                    self._queue.put_nowait(change)
+                self._model = view
+        except DiscoverdError:
+            pass
+        finally:
+            self._queue.put_nowait(None)
+
+    async def aclose(self) -> None:
+        """Stop this watch; pending events are dropped. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._registry._watches.discard(self)
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        while not self._queue.empty():
+            self._queue.get_nowait()
+        self._queue.put_nowait(None)

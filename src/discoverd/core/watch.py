@@ -30,6 +30,8 @@ class AppView:
     version: int = 0
     known: bool = False
     """True once an answer for the app arrived (an empty list is then a real answer)."""
+    dirty: bool = False
+    """Set when this client wrote to the app: reads should ask a node until the next answer."""
 
 
 class WatchState:
@@ -63,6 +65,7 @@ class WatchState:
         if view is None:
             return False
         view.latest = max(view.latest, latest)
+        view.dirty = False
         if view.known and view.instances == instances:
             return False
         view.instances, view.known = instances, True
@@ -81,6 +84,7 @@ class WatchState:
         for appid, (instances, latest) in decoded.items():
             view = self.apps[appid]
             view.latest = latest
+            view.dirty = False
             if view.known and view.instances == instances:
                 continue
             view.instances, view.known = instances, True
