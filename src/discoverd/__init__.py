@@ -1,9 +1,21 @@
 """discoverd: service registration, discovery and client-side load balancing.
 
-A registry server wire-compatible with bilibili/discovery, and the pieces to use it.
+A registry server wire-compatible with bilibili/discovery, a client SDK (async and sync), a
+go-micro-style registry interface with interchangeable backends, and a registry cache.
 """
 
+from discoverd.backends.base import Registry, RegistryClosed, WatchOverflow
+from discoverd.backends.cache import CachedRegistry
+from discoverd.backends.memory import MemoryRegistry
+from discoverd.client.async_client import AsyncClient
+from discoverd.client.config import ClientConfig
+from discoverd.client.open import open_registry
+from discoverd.client.registration import Registration, RegState
+from discoverd.client.registry import DiscoverdRegistry
+from discoverd.client.sync_client import Client, SyncRegistration
 from discoverd.config import ServerConfig, load_config
+from discoverd.core.backoff import Backoff, Jitter
+from discoverd.core.cache import CacheStatus
 from discoverd.errors import (
     BadRequest,
     ConfigError,
@@ -15,27 +27,45 @@ from discoverd.errors import (
     ServerError,
     Unavailable,
 )
-from discoverd.model import ALL, INFRA_APPID, UP, WAITING, Instance, Status
+from discoverd.model import ALL, INFRA_APPID, UP, WAITING, Action, Event, Instance, Status
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ALL",
+    "Action",
+    "AsyncClient",
+    "Backoff",
     "BadRequest",
+    "CacheStatus",
+    "CachedRegistry",
+    "Client",
+    "ClientConfig",
     "ConfigError",
     "Conflict",
     "DiscoverdError",
+    "DiscoverdRegistry",
+    "Event",
     "INFRA_APPID",
     "Instance",
+    "Jitter",
+    "MemoryRegistry",
     "NotFound",
     "NotModified",
     "ProtocolError",
+    "RegState",
+    "Registration",
+    "Registry",
+    "RegistryClosed",
     "ServerConfig",
     "ServerError",
     "Status",
+    "SyncRegistration",
     "UP",
     "Unavailable",
     "WAITING",
+    "WatchOverflow",
     "__version__",
     "load_config",
+    "open_registry",
 ]

@@ -184,3 +184,25 @@ async def test_registration_lapses_after_ttl(ttl_registry: Registry) -> None:
         assert loop.time() < deadline, f"still registered: {got}"
         await asyncio.sleep(0.01)
     await close_watch(w)
+
+
+async def test_open_registry_by_url() -> None:
+    from discoverd import CachedRegistry, ConfigError, DiscoverdRegistry, MemoryRegistry, open_registry
+
+    assert isinstance(open_registry("memory://"), MemoryRegistry)
+    cached = open_registry("memory://?cache=5")
+    assert isinstance(cached, CachedRegistry)
+    await cached.aclose()
+    remote = open_registry("discoverd://127.0.0.1:7171,127.0.0.1:7172?env=prod&zone=sh001")
+    assert isinstance(remote, DiscoverdRegistry)
+    assert remote.client.env == "prod" and remote.client.nodes.seeds == ["127.0.0.1:7171", "127.0.0.1:7172"]
+    await remote.aclose()  # never started: nothing to stop
+    for bad in (
+        "nope://x",
+        "redis://127.0.0.1:6379",
+        "discoverd://",
+        "discoverd://h:1?colour=red",
+        "memory://?x=1",
+    ):
+        with pytest.raises(ConfigError):
+            open_registry(bad)

@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-from discoverd.backends.base import RegistryClosed
-from discoverd.backends.memory import MemoryRegistry, WatchOverflow
+from discoverd.backends.base import RegistryClosed, WatchOverflow
+from discoverd.backends.memory import MemoryRegistry
 from discoverd.errors import BadRequest
 from discoverd.model import Action, Instance
 from tests.backends.conftest import FakeClock, inst, next_event

@@ -6,7 +6,8 @@ import random
 
 import pytest
 
-from discoverd.core.nodes import NodeList, backoff_delay
+from discoverd.core.backoff import Backoff
+from discoverd.core.nodes import NodeList
 from discoverd.core.watch import WatchState, decode_info
 from discoverd.errors import BadRequest
 from discoverd.model import Instance
@@ -42,8 +43,8 @@ def test_switch_cycles() -> None:
 
 
 def test_backoff_is_capped_and_jittered() -> None:
-    rng = random.Random(5)
-    delays = [backoff_delay(n, base=0.1, cap=2.0, rng=rng) for n in range(40)]
+    policy = Backoff(base=0.1, cap=2.0, rng=random.Random(5).random)
+    delays = [policy.delay(n) for n in range(40)]
     assert all(0 <= d <= 2.0 for d in delays)
     assert max(delays[:3]) <= 0.4
     assert len(set(delays)) > 30

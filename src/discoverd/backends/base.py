@@ -9,8 +9,9 @@ Contract (checked by ``tests/backends/test_contract.py`` against every backend):
 * ``get_service(appid)`` — the current instances of ``appid`` (copies; ``[]`` when none).
 * ``list_services()`` — sorted appids with at least one instance.
 * ``watch(appid=None)`` — an async iterator of :class:`~discoverd.model.Event` for one app or for all;
-  it yields changes that happen after the iterator was created; closing it (``aclose()`` or leaving the
-  ``async for``) stops it.
+  it yields changes that happen after the iterator was created (``watch`` is a plain method that
+  registers the watcher at once, not a lazy async generator that would miss early changes);
+  closing it (``aclose()`` or leaving the ``async for``) stops it.
 * ``aclose()`` — idempotent; afterwards every method raises :class:`RegistryClosed`.
 
 All methods are coroutine functions and task-safe within one event loop.
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import AsyncIterator
+from typing import Self
 
 from discoverd.errors import DiscoverdError
 from discoverd.model import Event, Instance
@@ -27,6 +29,11 @@ from discoverd.model import Event, Instance
 
 class RegistryClosed(DiscoverdError):
     """The registry was closed with ``aclose()``."""
+
+
+class WatchOverflow(DiscoverdError):
+    """A watcher fell more than its queue bound behind; events after the queued ones were lost.
+    Re-read with ``get_service`` and watch again."""
 
 
 class Registry(abc.ABC):
@@ -50,7 +57,7 @@ class Registry(abc.ABC):
     @abc.abstractmethod
     async def aclose(self) -> None: ...
 
-    async def __aenter__(self) -> Registry:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:

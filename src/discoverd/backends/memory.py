@@ -29,16 +29,12 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
-from discoverd.backends.base import Registry, RegistryClosed
-from discoverd.errors import BadRequest, DiscoverdError
+from discoverd.backends.base import Registry, RegistryClosed, WatchOverflow
+from discoverd.errors import BadRequest
 from discoverd.model import Action, Event, Instance, diff_instances
 
 #: Default bound of each watcher's event queue.
 DEFAULT_WATCH_QUEUE = 1024
-
-
-class WatchOverflow(DiscoverdError):
-    """A watcher fell more than its queue bound behind; events after the queued ones were lost."""
 
 
 @dataclass(slots=True)

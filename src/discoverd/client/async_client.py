@@ -26,7 +26,8 @@ from typing import Any
 from discoverd.client.config import ClientConfig
 from discoverd.client.registration import Registration, RegState
 from discoverd.client.transport import Answer, Params, Transport
-from discoverd.core.nodes import NodeList, backoff_delay
+from discoverd.core.backoff import Backoff
+from discoverd.core.nodes import NodeList
 from discoverd.core.watch import WatchState, decode_info
 from discoverd.errors import NOT_FOUND, NOT_MODIFIED, BadRequest, DiscoverdError, Unavailable, error_for_code
 from discoverd.model import INFRA_APPID, UP, Instance
@@ -65,6 +66,9 @@ class AsyncClient:
         self.config = config or ClientConfig()
         self._rng = rng or random.Random()
         self.nodes = NodeList(list(nodes), self.zone, self._rng)
+        self._backoff_policy = Backoff(
+            base=self.config.backoff_base, cap=self.config.backoff_cap, rng=self._rng.random
+        )
         self._transport = Transport(request_timeout=self.config.request_timeout)
         self._state = WatchState()
         self._state.add(INFRA_APPID)
@@ -169,8 +173,7 @@ class AsyncClient:
         return task
 
     def _backoff(self, attempt: int) -> float:
-        c = self.config
-        return backoff_delay(attempt, base=c.backoff_base, cap=c.backoff_cap, rng=self._rng)
+        return self._backoff_policy.delay(attempt)
 
     async def _call(self, method: str, path: str, params: Params, *, timeout: float | None = None) -> Answer:
         """One request to the current node; a transport failure switches node and re-raises."""

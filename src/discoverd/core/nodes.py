@@ -76,8 +76,3 @@ class NodeList:
         self._index = self.nodes.index(current) if current in self.nodes else 0
         self.learned = True
         return True
-
-
-def backoff_delay(attempt: int, *, base: float, cap: float, rng: random.Random) -> float:
-    """Capped exponential backoff with full jitter: uniform in ``[0, min(cap, base × 2^attempt)]``."""
-    return rng.uniform(0.0, min(cap, base * (2 ** min(attempt, 32))))

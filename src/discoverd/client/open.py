@@ -1,0 +1,48 @@
+"""``open_registry(url)``: a registry backend by URL.
+
+* ``memory://`` — :class:`~discoverd.backends.memory.MemoryRegistry`, in-process (the embedded default);
+* ``discoverd://host:port[,host:port]?env=&zone=&region=&hostname=`` —
+  :class:`~discoverd.client.registry.DiscoverdRegistry`, a discoverd / bilibili-discovery cluster.
+
+Add ``?cache=SECONDS`` to any URL to wrap the backend in a
+:class:`~discoverd.backends.cache.CachedRegistry` with that TTL (it then owns the backend).
+"""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from discoverd.backends.base import Registry
+from discoverd.backends.cache import CachedRegistry
+from discoverd.backends.memory import MemoryRegistry
+from discoverd.client.registry import DiscoverdRegistry
+from discoverd.errors import ConfigError
+
+
+def open_registry(url: str = "memory://") -> Registry:
+    """The registry backend named by ``url`` (not yet connected: it connects on first use).
+
+    Raises :class:`~discoverd.errors.ConfigError` for an unknown scheme or a malformed URL.
+    """
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query)
+    cache = [v for k, v in query if k == "cache"]
+    rest = [(k, v) for k, v in query if k != "cache"]
+    bare = urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(rest), ""))
+    if parts.scheme == "memory":
+        if rest:
+            raise ConfigError(f"{url!r}: memory:// takes no parameter but cache")
+        registry: Registry = MemoryRegistry()
+    elif parts.scheme == "discoverd":
+        registry = DiscoverdRegistry(bare)
+    elif parts.scheme in ("redis", "gossip"):
+        raise ConfigError(f"{url!r}: the {parts.scheme} backend is not available yet")
+    else:
+        raise ConfigError(f"{url!r}: unknown registry scheme {parts.scheme!r} (memory://, discoverd://)")
+    if cache:
+        try:
+            ttl = float(cache[0])
+        except ValueError:
+            raise ConfigError(f"{url!r}: cache must be a number of seconds") from None
+        return CachedRegistry(registry, ttl=ttl, own=True)
+    return registry
