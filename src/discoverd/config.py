@@ -49,7 +49,17 @@ class ServerConfig:
     env: str = "dev"
     hostname: str = field(default_factory=socket.gethostname)
     nodes: tuple[str, ...] = ()
-    """Own-zone peers, itself included (a single node lists itself)."""
+    """Own-zone registry nodes, itself included (matched against ``advertise``/``addr``)."""
+    zones: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """Registry nodes of the other zones: zone → ``host:port`` list."""
+    replication_queue: int = 10_000
+    """Bound of the per-peer replication queue (operations)."""
+    sync_timeout: float = 5.0
+    """How long start-up waits for peers' ``fetch/all``."""
+    data_dir: str = ""
+    """Directory of the registry snapshot; empty = no snapshots."""
+    snapshot_interval: float = 5.0
+    """Seconds between snapshots (only written when something changed)."""
     poll_hold: float = 30.0
     """How long a long poll is held before -304."""
     evict_after: float = 90.0
@@ -75,8 +85,10 @@ class ServerConfig:
         split_hostport(self.addr)
         if self.advertise:
             split_hostport(self.advertise)
-        for n in self.nodes:
+        for n in (*self.nodes, *(a for nodes in self.zones.values() for a in nodes)):
             split_hostport(n)
+        if self.zone in self.zones:
+            raise ConfigError(f"zones lists the node's own zone {self.zone!r}: use nodes for it")
         for name in ("poll_hold", "evict_after", "evict_interval", "self_renew_interval"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
@@ -109,6 +121,8 @@ def _coerce(name: str, value: Any) -> Any:
         if name == "nodes":
             items = value.split(",") if isinstance(value, str) else list(value)
             return tuple(str(v).strip() for v in items if str(v).strip())
+        if name == "zones":
+            return parse_zones(value)
         if isinstance(default, bool):
             if isinstance(value, str):
                 return value.strip().lower() in {"1", "t", "true", "yes", "on"}
@@ -120,6 +134,26 @@ def _coerce(name: str, value: Any) -> Any:
         return str(value)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{name}: invalid value {value!r}") from exc
+
+
+def parse_zones(value: Any) -> dict[str, tuple[str, ...]]:
+    """``"z2=a:p,b:p;z3=c:p"`` or a TOML table ``{z2 = ["a:p", "b:p"]}`` → zone → nodes."""
+    if isinstance(value, dict):
+        out = {}
+        for zone, nodes in value.items():
+            if not isinstance(nodes, list | tuple) or not all(isinstance(n, str) for n in nodes):
+                raise ConfigError(f"zones.{zone}: expected a list of HOST:PORT strings")
+            out[str(zone)] = tuple(nodes)
+        return out
+    out = {}
+    for part in str(value).split(";"):
+        if not part.strip():
+            continue
+        zone, sep, nodes = part.partition("=")
+        if not sep or not zone.strip():
+            raise ConfigError(f"zones: expected zone=host:port,... in {part!r}")
+        out[zone.strip()] = tuple(n.strip() for n in nodes.split(",") if n.strip())
+    return out
 
 
 def load_config(
@@ -141,7 +175,7 @@ def load_config(
             raise ConfigError(f"config {toml_path}: {exc}") from exc
         for key, value in data.items():
             name = key.replace("-", "_")
-            if isinstance(value, dict):
+            if isinstance(value, dict) and name != "zones":
                 raise ConfigError(f"config {toml_path}: unknown table [{key}]")
             values[name] = _coerce(name, value)
     for key, value in (overrides or {}).items():

@@ -20,9 +20,11 @@ from discoverd.core import wire
 from discoverd.core.longpoll import Waiter, Waiters
 from discoverd.core.params import BindError, Form, bind, register_metadata, set_metadata
 from discoverd.core.registry import AppKey, Registry
+from discoverd.core.replication import cancel_op, register_op, renew_op, set_op
 from discoverd.errors import BadRequest
 from discoverd.model import INFRA_APPID, UP, WAITING, Instance
 from discoverd.server.http import HttpRequest, build_response, text_response
+from discoverd.server.replication import OpFactory, Replicator
 
 log = logging.getLogger("discoverd.server")
 
@@ -88,6 +90,10 @@ class ProtocolApp:
         }
         self._gated = {"GET"}
         self._dirty: set[AppKey] = set()
+        self.replicator: Replicator | None = None
+        """Set by the node when it has peers; writes from clients are queued to it."""
+        self.on_infra_change: Callable[[], None] | None = None
+        """Called when this env's ``infra.discovery`` changed (the node rebuilds its peer list)."""
         self.extra_routes: dict[str, Callable[[HttpRequest], bytes]] = {"/metrics": self.metrics}
 
     def __repr__(self) -> str:
@@ -147,7 +153,17 @@ class ProtocolApp:
             dirty_timestamp=max(a["dirty_timestamp"], 0),
         )
         self.apply_register(ins)
+        if not a["replication"]:
+            stored = self.registry.get(ins.appid, ins.env, ins.zone, ins.hostname)
+            if stored is not None:
+                copy = stored.copy()
+                self.replicate(lambda r: register_op(copy, replication=r), cross_zone=not a["from_zone"])
         return json_answer(0, _OK_BODY)
+
+    def replicate(self, make: OpFactory, *, cross_zone: bool) -> None:
+        """Queue a client write for the peers (nothing without peers)."""
+        if self.replicator is not None:
+            self.replicator.replicate(make, cross_zone=cross_zone)
 
     def apply_register(self, ins: Instance, *, keep_timestamps: bool = False) -> None:
         """Store ``ins`` and wake the pollers of its app."""
@@ -165,7 +181,11 @@ class ProtocolApp:
             known_zone = app is not None and a["zone"] in app.zones
             return json_answer(-404, wire.envelope(-404, _ZERO_INSTANCE if known_zone else b"null"))
         app = self.registry.apps[(a["appid"], a["env"])]
-        return json_answer(res.code, wire.envelope(res.code, wire.renewed(app, res.instance)))
+        answer = json_answer(res.code, wire.envelope(res.code, wire.renewed(app, res.instance)))
+        if not a["replication"] and self.replicator is not None:
+            ins = res.instance
+            self.replicate(lambda r: renew_op(ins, replication=r), cross_zone=a["zone"] == self.config.zone)
+        return answer
 
     def cancel(self, req: HttpRequest, form: Form) -> bytes:
         a = bind(form, specs.CANCEL)
@@ -180,6 +200,10 @@ class ProtocolApp:
         if removed is None:
             return json_answer(-404, wire.envelope(-404))
         self.changed((a["appid"], a["env"]))
+        if not a["replication"]:
+            self.replicate(
+                lambda r: cancel_op(removed, replication=r), cross_zone=a["zone"] == self.config.zone
+            )
         return json_answer(0, _OK_BODY)
 
     def set(self, req: HttpRequest, form: Form) -> bytes:
@@ -201,6 +225,23 @@ class ProtocolApp:
             (h, statuses[i] if statuses else None, parsed[i] if parsed else None) for i, h in enumerate(hosts)
         ]
         ts = a["set_timestamp"] if a["set_timestamp"] > 0 else self.clock()
+        if not a["replication"]:  # like the Go server, even when the local change fails
+            wire_changes = [
+                (h, statuses[i] if statuses else None, metas[i] if metas else None)
+                for i, h in enumerate(hosts)
+            ]
+            self.replicate(
+                lambda r: set_op(
+                    region=a["region"],
+                    zone=a["zone"],
+                    env=a["env"],
+                    appid=a["appid"],
+                    changes=wire_changes,
+                    set_timestamp=ts,
+                    replication=r,
+                ),
+                cross_zone=not a["from_zone"],
+            )
         app = self.registry.apply_set(a["appid"], a["env"], a["zone"], changes, ts)
         self.changed(app.key)
         return json_answer(0, _OK_BODY)
@@ -230,6 +271,8 @@ class ProtocolApp:
         return json_answer(0, wire.envelope(0, wire.fetch_all(self.registry.apps.values())))
 
     def nodes(self, req: HttpRequest, form: Form) -> bytes:
+        if self.replicator is not None:
+            return json_answer(0, wire.envelope(0, wire.dumps(self.replicator.nodes())))
         peers = self.config.nodes or (self.advertise,)
         if self.advertise not in peers:
             peers = (*peers, self.advertise)
@@ -319,6 +362,8 @@ class ProtocolApp:
         Deferring lets the writer get its answer before a large fan-out, and coalesces several changes
         of one app within one loop iteration into one wake-up with the latest content.
         """
+        if key == (INFRA_APPID, self.config.env) and self.on_infra_change is not None:
+            self.on_infra_change()
         if not self.waiters.count:
             return
         if not self._dirty:
@@ -372,7 +417,12 @@ class ProtocolApp:
         )
 
     def register_self(self) -> None:
-        self.apply_register(self.self_instance())
+        ins = self.self_instance()
+        self.apply_register(ins)
+        stored = self.registry.get(ins.appid, ins.env, ins.zone, ins.hostname)
+        if stored is not None:
+            copy = stored.copy()
+            self.replicate(lambda r: register_op(copy, replication=r), cross_zone=True)
 
     def renew_self(self) -> None:
         """Renew the own registration, re-registering it if it was evicted or cancelled."""
@@ -380,11 +430,25 @@ class ProtocolApp:
         res = self.registry.renew(INFRA_APPID, c.env, c.zone, c.hostname, self.clock())
         if res.instance is None:
             self.register_self()
+        else:
+            ins = res.instance.copy()
+            self.replicate(lambda r: renew_op(ins, replication=r), cross_zone=True)
 
     def cancel_self(self) -> None:
         c = self.config
-        if self.registry.cancel(INFRA_APPID, c.env, c.zone, c.hostname, self.clock()):
+        removed = self.registry.cancel(INFRA_APPID, c.env, c.zone, c.hostname, self.clock())
+        if removed is not None:
             self.changed((INFRA_APPID, c.env))
+            self.replicate(lambda r: cancel_op(removed, replication=r), cross_zone=True)
+
+    def adopt(self, theirs: Instance) -> None:
+        """A peer answered -409 with a newer copy: store it like a replicated register (spec §6.4)."""
+        self.apply_register(theirs)
+
+    def local_copy(self, key: tuple[str, str, str, str]) -> Instance | None:
+        """A copy of the stored instance ``(appid, env, zone, hostname)``, or ``None``."""
+        ins = self.registry.get(*key)
+        return None if ins is None else ins.copy()
 
     def evict(self) -> list[Instance]:
         """Close the guard window and run one eviction pass; wakes the pollers of changed apps."""

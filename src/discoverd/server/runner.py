@@ -18,7 +18,9 @@ from typing import Any
 from discoverd.config import ServerConfig, join_hostport, split_hostport
 from discoverd.core.registry import Registry
 from discoverd.server.app import ProtocolApp
+from discoverd.server.cluster import refresh_peers, sync_from_peers
 from discoverd.server.http import HttpServer, text_response
+from discoverd.server.replication import Replicator
 
 log = logging.getLogger("discoverd.node")
 
@@ -64,9 +66,23 @@ class Node:
         app = ProtocolApp(config, self._registry)
         self.http.handler, self.http.on_abort = app.handle, app.on_abort
         self.app = app
-        app.register_self()
         log.info("discoverd listening on %s (advertise %s)", self.address, config.advertise)
         return app
+
+    def _wire_cluster(self, app: ProtocolApp, tg: asyncio.TaskGroup) -> Replicator:
+        c = self.config
+        replicator = Replicator(
+            zone=c.zone,
+            me=c.advertise,
+            queue_limit=c.replication_queue,
+            spawn=tg.create_task,
+            local_copy=app.local_copy,
+            adopt=app.adopt,
+        )
+        app.replicator = replicator
+        app.on_infra_change = lambda: refresh_peers(app)
+        refresh_peers(app)
+        return replicator
 
     async def run(self) -> None:
         """Start, serve until :meth:`stop`, then shut down gracefully. Not re-entrant."""
@@ -74,8 +90,13 @@ class Node:
             raise RuntimeError("a Node cannot be restarted")
         app = await self._start()
         c = self.config
+        replicator: Replicator | None = None
         try:
             async with asyncio.TaskGroup() as tg:
+                replicator = self._wire_cluster(app, tg)
+                if await sync_from_peers(app, replicator, c.sync_timeout):
+                    app.protected = False
+                app.register_self()
                 tasks = [
                     tg.create_task(_every(c.evict_interval, app.evict)),
                     tg.create_task(
@@ -93,8 +114,10 @@ class Node:
                 await self._stop.wait()
                 for t in tasks:
                     t.cancel()
+                await self._shutdown(app, replicator)
         finally:
-            await self._shutdown(app)
+            if not self._closed:
+                await self._shutdown(app, replicator)
 
     async def _end_protect(self, after: float) -> None:
         await asyncio.sleep(after)
@@ -106,14 +129,17 @@ class Node:
         if self.http is not None:
             self.http.reap_idle()
 
-    async def _shutdown(self, app: ProtocolApp) -> None:
+    async def _shutdown(self, app: ProtocolApp, replicator: Replicator | None) -> None:
         self._closed = True
         assert self.http is not None
         self.http.stop_accepting()
         answered = app.shutdown()
         app.cancel_self()
         await asyncio.sleep(0)  # let the transports flush what was just written
-        await asyncio.wait_for(self.http.close(), timeout=1.5)
+        if replicator is not None:  # give the peers a moment to hear of our leave
+            await replicator.drain(0.5)
+            await replicator.aclose()
+        await asyncio.wait_for(self.http.close(), timeout=1.0)
         log.info("discoverd stopped (%d held poll(s) answered -304)", answered)
 
 

@@ -1,0 +1,195 @@
+"""What to send to which peer (spec §6.3–6.4), as pure bookkeeping.
+
+:class:`PeerQueue` holds the operations still to be sent to one peer, bounded and coalescing:
+
+* a ``register`` of an instance supersedes every pending operation on that instance (the peer gets the
+  whole current copy); a ``cancel`` supersedes pending ``register``/``renew`` of it;
+* a ``renew`` is dropped when a ``register`` of the instance is pending, and replaces a pending ``renew``
+  in place (only the latest dirty timestamp matters);
+* ``set`` operations are kept in order;
+* past ``limit`` operations, the oldest ``renew`` is dropped first (the next renew cycle repairs it),
+  then the oldest operation of any kind; every drop is counted.
+
+So a dead peer costs at most ``limit`` operations of memory, whatever the write rate.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import orjson
+
+from discoverd.model import Instance
+
+InstanceKey = tuple[str, str, str, str]
+"""``(appid, env, zone, hostname)``."""
+
+REGISTER = "register"
+RENEW = "renew"
+CANCEL = "cancel"
+SET = "set"
+
+
+@dataclass(slots=True)
+class PeerOp:
+    """One form POST to ``/discovery/<action>`` of a peer; ``key`` names the instance (``None`` for set)."""
+
+    action: str
+    params: list[tuple[str, str]]
+    key: InstanceKey | None = None
+    attempts: int = 0
+
+
+@dataclass(slots=True)
+class PeerQueue:
+    """Pending operations for one peer. Not thread-safe."""
+
+    limit: int = 10_000
+    dropped: int = 0
+    _ops: OrderedDict[tuple[str, object], PeerOp] = field(default_factory=OrderedDict)
+    _seq: itertools.count[int] = field(default_factory=itertools.count)
+
+    def __len__(self) -> int:
+        return len(self._ops)
+
+    def __repr__(self) -> str:
+        return f"PeerQueue(pending={len(self._ops)}, dropped={self.dropped})"
+
+    def push(self, op: PeerOp) -> None:
+        """Queue ``op`` with the coalescing rules of the module docstring."""
+        key = op.key
+        if op.action == SET or key is None:
+            self._ops[(SET, next(self._seq))] = op
+        elif op.action == REGISTER:
+            for action in (REGISTER, RENEW, CANCEL):
+                self._ops.pop((action, key), None)
+            self._ops[(REGISTER, key)] = op
+        elif op.action == CANCEL:
+            for action in (REGISTER, RENEW, CANCEL):
+                self._ops.pop((action, key), None)
+            self._ops[(CANCEL, key)] = op
+        elif op.action == RENEW:
+            if (REGISTER, key) in self._ops:
+                return
+            pending = self._ops.get((RENEW, key))
+            if pending is not None:
+                pending.params = op.params
+                return
+            self._ops[(RENEW, key)] = op
+        else:
+            raise ValueError(f"unknown action {op.action!r}")
+        self._enforce_limit()
+
+    def push_front(self, op: PeerOp) -> None:
+        """Put a failed ``op`` back at the head, unless a newer operation superseded it."""
+        slot = (op.action, op.key) if op.key is not None and op.action != SET else (SET, next(self._seq))
+        if op.key is not None and op.action != SET:
+            superseding = {
+                REGISTER: (REGISTER, CANCEL),
+                RENEW: (REGISTER, RENEW, CANCEL),
+                CANCEL: (REGISTER, CANCEL),
+            }
+            if any((a, op.key) in self._ops for a in superseding.get(op.action, ())):
+                return
+        self._ops[slot] = op
+        self._ops.move_to_end(slot, last=False)
+        self._enforce_limit()
+
+    def pop(self) -> PeerOp | None:
+        """The oldest pending operation, or ``None``."""
+        if not self._ops:
+            return None
+        return self._ops.popitem(last=False)[1]
+
+    def clear(self) -> int:
+        """Forget everything (the peer left the cluster); returns how many were dropped."""
+        n = len(self._ops)
+        self._ops.clear()
+        self.dropped += n
+        return n
+
+    def _enforce_limit(self) -> None:
+        while len(self._ops) > self.limit:
+            victim = next((k for k in self._ops if k[0] == RENEW), None)
+            if victim is None:
+                victim = next(iter(self._ops))
+            del self._ops[victim]
+            self.dropped += 1
+
+
+def _bool(value: bool) -> str:
+    return "true" if value else "false"
+
+
+def _ident(ins: Instance) -> list[tuple[str, str]]:
+    return [
+        ("region", ins.region),
+        ("zone", ins.zone),
+        ("env", ins.env),
+        ("appid", ins.appid),
+        ("hostname", ins.hostname),
+        ("from_zone", "true"),
+    ]
+
+
+def register_op(ins: Instance, *, replication: bool) -> PeerOp:
+    """A full copy of ``ins`` for a peer; addrs as repeated keys (the Go server comma-joins them)."""
+    meta = "" if ins.metadata is None else orjson.dumps(ins.metadata).decode()
+    params = [
+        *_ident(ins),
+        ("replication", _bool(replication)),
+        *(("addrs", a) for a in ins.addrs),
+        ("status", str(ins.status)),
+        ("version", ins.version),
+        ("metadata", meta),
+        ("reg_timestamp", str(ins.reg_timestamp)),
+        ("dirty_timestamp", str(ins.dirty_timestamp)),
+        ("latest_timestamp", str(ins.latest_timestamp)),
+    ]
+    return PeerOp(REGISTER, params, ins.key)
+
+
+def renew_op(ins: Instance, *, replication: bool) -> PeerOp:
+    params = [
+        *_ident(ins),
+        ("replication", _bool(replication)),
+        ("dirty_timestamp", str(ins.dirty_timestamp)),
+    ]
+    return PeerOp(RENEW, params, ins.key)
+
+
+def cancel_op(ins: Instance, *, replication: bool) -> PeerOp:
+    params = [
+        *_ident(ins),
+        ("replication", _bool(replication)),
+        ("latest_timestamp", str(ins.latest_timestamp)),
+    ]
+    return PeerOp(CANCEL, params, ins.key)
+
+
+def set_op(
+    *,
+    region: str,
+    zone: str,
+    env: str,
+    appid: str,
+    changes: list[tuple[str, int | None, str | None]],
+    set_timestamp: int,
+    replication: bool,
+) -> PeerOp:
+    """A ``set`` with one ``hostname`` (and ``status``/``metadata`` when given) per change."""
+    params = [
+        ("region", region),
+        ("zone", zone),
+        ("env", env),
+        ("appid", appid),
+        ("set_timestamp", str(set_timestamp)),
+        ("from_zone", "true"),
+        ("replication", _bool(replication)),
+    ]
+    params += [("hostname", h) for h, _, _ in changes]
+    params += [("status", str(s)) for _, s, _ in changes if s is not None]
+    params += [("metadata", m) for _, _, m in changes if m is not None]
+    return PeerOp(SET, params)

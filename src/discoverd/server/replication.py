@@ -1,0 +1,258 @@
+"""Peer replication of a registry node (spec §6), wire-compatible with the Go server's peers.
+
+Writes from clients are applied locally, answered, and then sent to every own-zone peer with
+``replication=true`` and to one node of each other zone with ``replication=false`` — from a
+per-peer bounded queue (:class:`~discoverd.core.replication.PeerQueue`) drained by one worker task
+per peer, with retries and backoff. So a slow or dead peer never delays a client's answer, and
+cannot grow memory beyond the queue bound (the Go server replicates synchronously, unqueued).
+
+Answers drive repair: a replicated renew answered ``-404`` sends the peer our full copy; ``-409``
+adopts the peer's newer copy. A peer is ``UP`` after an answer and ``LOST`` after a ``-500`` or a
+transport failure (the Go server leaves it UP on transport failures).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable, Coroutine, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import orjson
+
+from discoverd.core.backoff import Backoff
+from discoverd.core.replication import CANCEL, REGISTER, RENEW, PeerOp, PeerQueue, register_op
+from discoverd.errors import BadRequest
+from discoverd.model import Instance
+
+log = logging.getLogger("discoverd.replication")
+
+NODE_UP = 0
+NODE_LOST = 1
+OpFactory = Callable[[bool], PeerOp]
+"""Builds the operation for a target: the argument is the ``replication`` flag to send."""
+
+
+@dataclass(slots=True, eq=False)
+class Peer:
+    """One replication target: an own-zone node, or a whole other zone (``addrs`` rotate on failure)."""
+
+    zone: str
+    addrs: list[str]
+    own_zone: bool
+    queue: PeerQueue
+    status: int = NODE_LOST
+    sent: int = 0
+    failed: int = 0
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+
+    @property
+    def addr(self) -> str:
+        return self.addrs[0]
+
+    def rotate(self) -> None:
+        if len(self.addrs) > 1:
+            self.addrs.append(self.addrs.pop(0))
+
+
+class Replicator:
+    """The replication targets of one node and their workers. Not thread-safe (one loop)."""
+
+    def __init__(
+        self,
+        *,
+        zone: str,
+        me: str,
+        queue_limit: int,
+        spawn: Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]],
+        local_copy: Callable[[tuple[str, str, str, str]], Instance | None],
+        adopt: Callable[[Instance], None],
+        rng: random.Random | None = None,
+        request_timeout: float = 5.0,
+    ) -> None:
+        self.zone = zone
+        self.me = me
+        self.queue_limit = queue_limit
+        self._spawn = spawn
+        self._local_copy = local_copy
+        self._adopt = adopt
+        self._rng = rng or random.Random()
+        self._timeout = aiohttp.ClientTimeout(total=request_timeout)
+        self._backoff = Backoff(base=0.05, cap=5.0, rng=self._rng.random)
+        self.own: dict[str, Peer] = {}
+        self.remote: dict[str, Peer] = {}
+        self._session: aiohttp.ClientSession | None = None
+
+    def __repr__(self) -> str:
+        return f"<Replicator own={sorted(self.own)} zones={sorted(self.remote)}>"
+
+    # -- membership ------------------------------------------------------------------------------
+
+    def set_peers(self, own: Iterable[str], zones: dict[str, list[str]]) -> None:
+        """Make the targets exactly ``own`` (minus this node) and one target per zone in ``zones``."""
+        wanted = {a for a in own if a != self.me}
+        for addr in list(self.own):
+            if addr not in wanted:
+                self._drop(self.own.pop(addr))
+        for addr in sorted(wanted - set(self.own)):
+            self.own[addr] = self._start(Peer(self.zone, [addr], True, PeerQueue(self.queue_limit)))
+        for zone in list(self.remote):
+            if zone not in zones or not zones[zone]:
+                self._drop(self.remote.pop(zone))
+        for zone, addrs in zones.items():
+            if not addrs or zone == self.zone:
+                continue
+            peer = self.remote.get(zone)
+            if peer is None:
+                shuffled = list(addrs)
+                self._rng.shuffle(shuffled)
+                self.remote[zone] = self._start(Peer(zone, shuffled, False, PeerQueue(self.queue_limit)))
+            elif set(peer.addrs) != set(addrs):
+                peer.addrs = [a for a in peer.addrs if a in addrs] + [a for a in addrs if a not in peer.addrs]
+
+    def _start(self, peer: Peer) -> Peer:
+        peer.task = self._spawn(self._worker(peer))
+        return peer
+
+    def _drop(self, peer: Peer) -> None:
+        peer.queue.clear()
+        if peer.task is not None:
+            peer.task.cancel()
+
+    def nodes(self) -> list[dict[str, Any]]:
+        """``/discovery/nodes``: this zone's nodes with their status (self is UP)."""
+        out = [{"addr": self.me, "status": NODE_UP, "zone": self.zone}]
+        out += [{"addr": a, "status": p.status, "zone": self.zone} for a, p in sorted(self.own.items())]
+        return out
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        peers = {**self.own, **{f"zone:{z}": p for z, p in self.remote.items()}}
+        return {
+            name: {"pending": len(p.queue), "dropped": p.queue.dropped, "sent": p.sent, "failed": p.failed}
+            for name, p in peers.items()
+        }
+
+    # -- fan-out ---------------------------------------------------------------------------------
+
+    def replicate(self, make: OpFactory, *, cross_zone: bool) -> None:
+        """Queue a client write for every own-zone peer and, if ``cross_zone``, every other zone."""
+        for peer in self.own.values():
+            peer.queue.push(make(True))
+            peer.wake.set()
+        if cross_zone:
+            for peer in self.remote.values():
+                peer.queue.push(make(False))
+                peer.wake.set()
+
+    # -- workers ---------------------------------------------------------------------------------
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit_per_host=4, keepalive_timeout=60.0),
+                headers={"User-Agent": "discoverd-peer"},
+            )
+        return self._session
+
+    async def _worker(self, peer: Peer) -> None:
+        while True:
+            op = peer.queue.pop()
+            if op is None:
+                peer.wake.clear()
+                await peer.wake.wait()
+                continue
+            if await self._send(peer, op):
+                continue
+            op.attempts += 1
+            peer.failed += 1
+            if op.attempts >= 10:
+                peer.queue.dropped += 1
+                log.warning(
+                    "replication to %s: dropping %s after %d attempts", peer.addr, op.action, op.attempts
+                )
+            else:
+                peer.queue.push_front(op)
+            await asyncio.sleep(self._backoff.delay(op.attempts))
+
+    async def _send(self, peer: Peer, op: PeerOp) -> bool:
+        """Post ``op``; returns False on a transport failure (to be retried)."""
+        url = f"http://{peer.addr}/discovery/{op.action}"
+        try:
+            async with self._http().post(url, data=op.params, timeout=self._timeout) as resp:
+                body = await resp.read()
+            doc = orjson.loads(body) if body else {}
+        except (aiohttp.ClientError, TimeoutError, OSError, orjson.JSONDecodeError) as exc:
+            log.info("replication to %s failed: %s", peer.addr, exc)
+            peer.status = NODE_LOST
+            peer.rotate()
+            return False
+        code = doc.get("code") if isinstance(doc, dict) else None
+        peer.sent += 1
+        peer.status = NODE_LOST if code == -500 else NODE_UP
+        if op.action == RENEW and op.key is not None:
+            replication = ("replication", "true") in op.params
+            if code == -404:
+                mine = self._local_copy(op.key)
+                if mine is not None:
+                    peer.queue.push(register_op(mine, replication=replication))
+            elif code == -409 and isinstance(doc, dict):
+                self._adopt_answer(doc.get("data"))
+        elif code not in (0, None) and op.action in (REGISTER, CANCEL):
+            log.debug("replication %s to %s answered %s", op.action, peer.addr, code)
+        return True
+
+    def _adopt_answer(self, data: object) -> None:
+        try:
+            theirs = Instance.from_wire(data)
+        except BadRequest as exc:
+            log.warning("ignoring a malformed -409 copy: %s", exc)
+            return
+        self._adopt(theirs)
+
+    # -- start-up sync -----------------------------------------------------------------------------
+
+    def sync_targets(self) -> list[str]:
+        """Own-zone peers and one random node per other zone (spec §6.5)."""
+        targets = list(self.own)
+        targets += [self._rng.choice(p.addrs) for p in self.remote.values() if p.addrs]
+        return targets
+
+    async def fetch_all(self, addr: str) -> list[Instance] | None:
+        """A peer's ``fetch/all``, or ``None`` when it fails or refuses (-500 while in protect)."""
+        try:
+            async with self._http().get(f"http://{addr}/discovery/fetch/all", timeout=self._timeout) as resp:
+                doc = orjson.loads(await resp.read())
+        except (aiohttp.ClientError, TimeoutError, OSError, orjson.JSONDecodeError) as exc:
+            log.info("sync from %s failed: %s", addr, exc)
+            return None
+        if not isinstance(doc, dict) or doc.get("code") != 0 or not isinstance(doc.get("data"), dict):
+            return None
+        out: list[Instance] = []
+        try:
+            for items in doc["data"].values():
+                out.extend(Instance.from_wire(i) for i in items)
+        except (BadRequest, TypeError) as exc:
+            log.warning("sync from %s: malformed answer: %s", addr, exc)
+            return None
+        return out
+
+    async def drain(self, within: float) -> None:
+        """Wait (at most ``within`` seconds) until every queue is empty."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while any(len(p.queue) for p in (*self.own.values(), *self.remote.values())):
+            if loop.time() >= deadline:
+                return
+            await asyncio.sleep(0.01)
+
+    async def aclose(self) -> None:
+        for peer in (*self.own.values(), *self.remote.values()):
+            if peer.task is not None:
+                peer.task.cancel()
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
