@@ -90,6 +90,10 @@ class ProtocolApp:
         }
         self._gated = {"GET"}
         self._dirty: set[AppKey] = set()
+        self.no_evict_until = 0
+        """Clock value (ns) before which :meth:`evict` removes nothing."""
+        self.generation = 0
+        """Incremented on every content change (snapshots are written when it moved)."""
         self.replicator: Replicator | None = None
         """Set by the node when it has peers; writes from clients are queued to it."""
         self.on_infra_change: Callable[[], None] | None = None
@@ -362,6 +366,7 @@ class ProtocolApp:
         Deferring lets the writer get its answer before a large fan-out, and coalesces several changes
         of one app within one loop iteration into one wake-up with the latest content.
         """
+        self.generation += 1
         if key == (INFRA_APPID, self.config.env) and self.on_infra_change is not None:
             self.on_infra_change()
         if not self.waiters.count:
@@ -451,9 +456,15 @@ class ProtocolApp:
         return None if ins is None else ins.copy()
 
     def evict(self) -> list[Instance]:
-        """Close the guard window and run one eviction pass; wakes the pollers of changed apps."""
+        """Close the guard window and run one eviction pass; wakes the pollers of changed apps.
+
+        Nothing is evicted before ``no_evict_until`` (set after a snapshot restore, so restored
+        instances get one eviction threshold to renew).
+        """
         c = self.config
         self.registry.guard.close_window()
+        if self.clock() < self.no_evict_until:
+            return []
         removed = self.registry.evict(
             self.clock(),
             int(c.evict_after * 1e9),

@@ -20,6 +20,7 @@ from discoverd.core.registry import Registry
 from discoverd.server.app import ProtocolApp
 from discoverd.server.cluster import refresh_peers, sync_from_peers
 from discoverd.server.http import HttpServer, text_response
+from discoverd.server.persistence import Persistence
 from discoverd.server.replication import Replicator
 
 log = logging.getLogger("discoverd.node")
@@ -36,6 +37,7 @@ class Node:
         self.ready = asyncio.Event()
         self._stop = asyncio.Event()
         self._closed = False
+        self.persistence: Persistence | None = None
 
     def __repr__(self) -> str:
         state = "stopped" if self._closed else "ready" if self.ready.is_set() else "starting"
@@ -93,6 +95,9 @@ class Node:
         replicator: Replicator | None = None
         try:
             async with asyncio.TaskGroup() as tg:
+                if c.data_dir:
+                    self.persistence = Persistence(app, c.data_dir)
+                    await self.persistence.restore()
                 replicator = self._wire_cluster(app, tg)
                 if await sync_from_peers(app, replicator, c.sync_timeout):
                     app.protected = False
@@ -110,6 +115,8 @@ class Node:
                 ]
                 if app.protected:
                     tasks.append(tg.create_task(self._end_protect(c.protect_duration)))
+                if self.persistence is not None:
+                    tasks.append(tg.create_task(self.persistence.run(c.snapshot_interval)))
                 self.ready.set()
                 await self._stop.wait()
                 for t in tasks:
@@ -134,6 +141,8 @@ class Node:
         assert self.http is not None
         self.http.stop_accepting()
         answered = app.shutdown()
+        if self.persistence is not None:
+            await self.persistence.save(force=True)
         app.cancel_self()
         await asyncio.sleep(0)  # let the transports flush what was just written
         if replicator is not None:  # give the peers a moment to hear of our leave
