@@ -1,13 +1,15 @@
-"""discoverd benchmarks: renew and fetch throughput, long-poll fan-out, memory per instance.
+"""discoverd benchmarks: server throughput, fan-out and memory; client SDK fetch, propagation, scale.
 
     python bench/run.py                 # every benchmark (same as --all)
     python bench/run.py renew fetch     # some of them
     python bench/run.py polls --polls 2000 --json out.json
+    python bench/run.py client-fetch propagation many-clients   # the client SDK benchmarks
 
 Every benchmark starts its own ``discoverd serve`` on 127.0.0.1 with an OS-assigned port (and, for
 renew and fetch, the hello-world baseline ``bench/baseline_server.py`` measured the same way in the
-same run), and stops it by PID. Only loopback traffic. One result line per benchmark on stdout;
-progress on stderr. See bench/README.md for what each figure means and the targets.
+same run), and stops it by PID; many-clients also starts load-generator processes
+(``bench/many_clients.py``) and stops them by PID. Only loopback traffic. One result line per
+benchmark on stdout; progress on stderr. See bench/README.md for what each figure means and the targets.
 """
 
 from __future__ import annotations
@@ -36,6 +38,10 @@ from urllib.parse import urlencode
 import aiohttp
 import httptools
 
+from discoverd.client.async_client import AsyncClient
+from discoverd.client.config import ClientConfig
+from discoverd.client.sync_client import Client as SyncClient
+
 BENCH_DIR = Path(__file__).resolve().parent
 LUA_DIR = BENCH_DIR / "lua"
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -56,6 +62,8 @@ TARGETS: dict[str, tuple[str, float, str]] = {
     "polls_kb": ("KB per held poll", 16, "max"),
     "polls_ms": ("ms until all answers", 400, "max"),
     "memory": ("bytes per instance", 2048, "max"),
+    "client_fetch": ("µs median per cached AsyncClient.fetch", 5, "max"),
+    "propagation": ("ms p99 register → watcher", 50, "max"),
 }
 
 
@@ -819,6 +827,403 @@ def bench_memory(a: argparse.Namespace) -> dict[str, Any]:
     return {"bench": "memory", **r, "verdict": v, "line": line}
 
 
+# -- e. client-fetch -------------------------------------------------------------------------------
+
+
+def _pct(sorted_values: Sequence[float], q: float) -> float:
+    """The ``q`` quantile (0..1) of already sorted values (nearest rank)."""
+    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
+
+
+def timer_overhead_ns() -> float:
+    """Median cost of one ``perf_counter_ns()`` pair (subtracted from nothing, printed for reference)."""
+    ns = time.perf_counter_ns
+    samples = []
+    for _ in range(10_000):
+        t0 = ns()
+        samples.append(ns() - t0)
+    samples.sort()
+    return float(samples[len(samples) // 2])
+
+
+async def client_fetch_async(srv: Child, a: argparse.Namespace) -> dict[str, Any]:
+    n, batch = a.cf_calls, 1000
+    ns = time.perf_counter_ns
+    async with AsyncClient([srv.addr], env=ENV, zone=ZONE, hostname="bench-fetcher") as client:
+        watch = client.watch(FETCH_APPID)
+        first = await anext(watch)
+        got = await client.fetch(FETCH_APPID)
+        view = client._state.apps[FETCH_APPID]
+        if len(first) != a.fetch_instances or len(got) != a.fetch_instances or not view.known or view.dirty:
+            raise RuntimeError(f"client sees {len(first)}/{len(got)} instances, known={view.known}")
+        await asyncio.sleep(0.3)  # the re-poll with the new latest_timestamp is held by now
+        polls0 = client.polls_sent
+        fetch = client.fetch
+        per_call: list[int] = []
+        for _ in range(n // batch):
+            for _ in range(batch):
+                t0 = ns()
+                await fetch(FETCH_APPID)
+                per_call.append(ns() - t0)
+            await asyncio.sleep(0)  # let the loop run between batches, as an application would
+        batch_means: list[float] = []
+        for _ in range(n // batch):
+            t0 = ns()
+            for _ in range(batch):
+                await fetch(FETCH_APPID)
+            batch_means.append((ns() - t0) / batch)
+            await asyncio.sleep(0)
+        if client.polls_sent != polls0:
+            raise RuntimeError("the client re-polled during the measurement (cache changed?)")
+        await watch.aclose()  # type: ignore[attr-defined]
+    per_call.sort()
+    batch_means.sort()
+    return {
+        "calls": len(per_call),
+        "median_us": _pct(per_call, 0.5) / 1000,
+        "p99_us": _pct(per_call, 0.99) / 1000,
+        "max_us": per_call[-1] / 1000,
+        "batch_mean_median_us": _pct(batch_means, 0.5) / 1000,
+        "batch_mean_p99_us": _pct(batch_means, 0.99) / 1000,
+    }
+
+
+def sync_fetch(srv: Child, a: argparse.Namespace) -> dict[str, Any]:
+    ns = time.perf_counter_ns
+    with SyncClient([srv.addr], env=ENV, zone=ZONE, hostname="bench-sync-fetcher") as client:
+        got = client.fetch(FETCH_APPID)  # the first call asks the node and starts watching
+        view = client._async._state.apps.get(FETCH_APPID)
+        if view is None or not view.known or view.dirty:
+            raise RuntimeError("the sync client's cache does not hold the app after the first fetch")
+        time.sleep(0.3)  # the poll with the app is held by now
+        if len(got) != a.fetch_instances:
+            raise RuntimeError(f"sync client sees {len(got)} instances")
+        per_call: list[int] = []
+        for _ in range(a.cf_sync_calls):
+            t0 = ns()
+            client.fetch(FETCH_APPID)
+            per_call.append(ns() - t0)
+    per_call.sort()
+    return {
+        "calls": len(per_call),
+        "median_us": _pct(per_call, 0.5) / 1000,
+        "p99_us": _pct(per_call, 0.99) / 1000,
+        "max_us": per_call[-1] / 1000,
+    }
+
+
+def bench_client_fetch(a: argparse.Namespace) -> dict[str, Any]:
+    overhead = timer_overhead_ns()
+    with discoverd("--env", ENV, "--zone", ZONE) as srv:
+        for i in range(a.fetch_instances):
+            zone = "sh001" if i % 2 == 0 else "sh002"
+            api(srv.addr, "POST", "/discovery/register", service_instance(FETCH_APPID, i, zone=zone).form())
+        log(f"client-fetch: {a.cf_calls:,} AsyncClient.fetch calls from the watched cache")
+        r = run_async(client_fetch_async(srv, a))
+        log(f"client-fetch: {a.cf_sync_calls:,} sync Client.fetch calls (portal round trip)")
+        s = sync_fetch(srv, a)
+    v = verdict("client_fetch", r["median_us"])
+    line = (
+        f"client-fetch: AsyncClient.fetch from the watched cache ({a.fetch_instances} instances, "
+        f"{r['calls']:,} calls timed one by one): median {r['median_us']:.2f} µs, p99 {r['p99_us']:.2f} µs, "
+        f"max {r['max_us']:.0f} µs (target median <= 5 µs: {v}); in batches of 1,000: median "
+        f"{r['batch_mean_median_us']:.2f} µs/call, p99 {r['batch_mean_p99_us']:.2f} | sync Client.fetch "
+        f"({s['calls']:,} calls): median {s['median_us']:.1f} µs, p99 {s['p99_us']:.1f} µs, max "
+        f"{s['max_us']:.0f} µs (no target) | timer pair {overhead:.0f} ns (included)"
+    )
+    print(line, flush=True)
+    return {
+        "bench": "client-fetch",
+        **r,
+        "sync": s,
+        "timer_overhead_ns": overhead,
+        "verdict": v,
+        "line": line,
+    }
+
+
+# -- f. propagation --------------------------------------------------------------------------------
+
+PROP_APPID = "bench.prop.svc"
+
+
+async def propagation_async(srv: Child, a: argparse.Namespace) -> dict[str, Any]:
+    loop = asyncio.get_running_loop()
+    waiters: dict[tuple[str, bool], asyncio.Future[float]] = {}
+    lists_seen = 0
+
+    def expect(host: str, present: bool) -> asyncio.Future[float]:
+        fut: asyncio.Future[float] = loop.create_future()
+        waiters[host, present] = fut
+        return fut
+
+    async with (
+        AsyncClient([srv.addr], env=ENV, zone=ZONE, hostname="bench-prop-a") as ca,
+        AsyncClient([srv.addr], env=ENV, zone=ZONE, hostname="bench-prop-b") as cb,
+    ):
+
+        async def watcher() -> None:
+            nonlocal lists_seen
+            async for instances in cb.watch(PROP_APPID):
+                now = time.perf_counter()
+                lists_seen += 1
+                hosts = {i.hostname for i in instances}
+                for (host, present), fut in list(waiters.items()):
+                    if (host in hosts) == present and not fut.done():
+                        fut.set_result(now)
+
+        anchor_seen = expect("prop-anchor", True)
+        anchor = await ca.register(PROP_APPID, ["http://10.0.0.1:80"], hostname="prop-anchor")
+        task = asyncio.create_task(watcher())
+        await asyncio.wait_for(anchor_seen, 10)
+        await asyncio.sleep(0.2)
+        added: list[float] = []
+        removed: list[float] = []
+        reg_rtt: list[float] = []
+        for i in range(a.prop_rounds):
+            host = f"prop-{i:04d}"
+            seen = expect(host, True)
+            t0 = time.perf_counter()
+            reg = await ca.register(
+                PROP_APPID,
+                [f"http://10.0.{i // 250}.{i % 250 + 1}:80"],
+                hostname=host,
+                metadata={"i": str(i)},
+            )
+            reg_rtt.append(time.perf_counter() - t0)
+            added.append(await asyncio.wait_for(seen, 10) - t0)
+            del waiters[host, True]
+            await asyncio.sleep(a.prop_gap)
+            gone = expect(host, False)
+            t1 = time.perf_counter()
+            await reg.close()
+            removed.append(await asyncio.wait_for(gone, 10) - t1)
+            del waiters[host, False]
+            await asyncio.sleep(a.prop_gap)
+        await anchor.close()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        polls = cb.polls_sent
+    added.sort()
+    removed.sort()
+    reg_rtt.sort()
+
+    def stats(v: list[float]) -> dict[str, float]:
+        return {"p50_ms": _pct(v, 0.5) * 1000, "p99_ms": _pct(v, 0.99) * 1000, "max_ms": v[-1] * 1000}
+
+    return {
+        "rounds": len(added),
+        "register": stats(added),
+        "cancel": stats(removed),
+        "register_rtt": stats(reg_rtt),
+        "lists_seen": lists_seen,
+        "watcher_polls": polls,
+    }
+
+
+def bench_propagation(a: argparse.Namespace) -> dict[str, Any]:
+    with discoverd("--env", ENV, "--zone", ZONE) as srv:
+        log(f"propagation: {a.prop_rounds} register/cancel rounds, watcher in the same loop")
+        r = run_async(propagation_async(srv, a))
+    reg, can, rtt = r["register"], r["cancel"], r["register_rtt"]
+    v = verdict("propagation", reg["p99_ms"])
+    line = (
+        f"propagation ({r['rounds']} rounds, 2 AsyncClients in one loop, one server): register → "
+        f"watcher has it: p50 {reg['p50_ms']:.2f} ms, p99 {reg['p99_ms']:.2f} ms, max {reg['max_ms']:.2f} ms "
+        f"(target p99 <= 50 ms: {v}) | cancel → gone: p50 {can['p50_ms']:.2f} ms, p99 "
+        f"{can['p99_ms']:.2f} ms, max {can['max_ms']:.2f} ms | register call itself: p50 "
+        f"{rtt['p50_ms']:.2f} ms, p99 {rtt['p99_ms']:.2f} ms | watcher: {r['lists_seen']} lists, "
+        f"{r['watcher_polls']} polls"
+    )
+    print(line, flush=True)
+    return {"bench": "propagation", **r, "verdict": v, "line": line}
+
+
+# -- g. many-clients -------------------------------------------------------------------------------
+
+
+class Worker:
+    """One ``bench/many_clients.py`` load-generator process (line protocol on stdin/stdout)."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, index: int, stderr: IO[bytes]) -> None:
+        self.proc = proc
+        self.index = index
+        self.stderr = stderr
+
+    async def receive(self, verb: str, timeout: float) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        line = await asyncio.wait_for(self.proc.stdout.readline(), timeout)
+        got, _, rest = line.decode().strip().partition(" ")
+        if got != verb:
+            self.stderr.seek(0)
+            tail = self.stderr.read().decode(errors="replace")[-1500:]
+            raise RuntimeError(f"worker {self.index}: expected {verb!r}, got {line[:200]!r} {tail}")
+        return cast(dict[str, Any], json.loads(rest))
+
+    async def send(self, verb: str, obj: dict[str, Any] | None = None) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(f"{verb} {json.dumps(obj or {})}\n".encode())
+        await self.proc.stdin.drain()
+
+    async def stop(self) -> dict[str, Any] | None:
+        """Ask it to close its clients and exit; SIGKILL by PID if it does not within 60 s."""
+        bye: dict[str, Any] | None = None
+        if self.proc.returncode is None:
+            try:
+                await self.send("quit")
+                bye = await self.receive("bye", 60)
+                await asyncio.wait_for(self.proc.wait(), 10)
+            except (TimeoutError, RuntimeError, ConnectionError) as exc:
+                log(f"many-clients: worker {self.index} pid {self.proc.pid} did not stop ({exc!r}): SIGKILL")
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.proc.pid, signal.SIGKILL)
+                await self.proc.wait()
+        self.stderr.close()
+        return bye
+
+
+async def many_clients_async(srv: Child, a: argparse.Namespace) -> dict[str, Any]:
+    apps = [f"bench.many.svc-{k}" for k in range(a.mc_apps)]
+    config = ClientConfig(start_timeout=30, request_timeout=30)
+    per_worker = [a.mc_clients // a.mc_procs + (w < a.mc_clients % a.mc_procs) for w in range(a.mc_procs)]
+    cpu_start = cpu_seconds(srv.pid)
+    async with AsyncClient([srv.addr], env=ENV, zone=ZONE, hostname="bench-mc-ctl", config=config) as ctl:
+        for k, app in enumerate(apps):
+            for j in range(a.mc_instances):
+                await ctl.register(app, [f"http://10.1.{k}.{j + 1}:8000"], hostname=f"svc{k}-{j:02d}")
+        rss0 = await settle_rss(srv.pid)
+        fds0 = open_fds(srv.pid)
+        log(
+            f"many-clients: server RSS {rss0 / 2**20:.1f} MiB, {fds0} fds; starting {a.mc_clients:,} clients "
+            f"in {a.mc_procs} processes ({a.mc_concurrency} starting at a time in each)"
+        )
+        workers: list[Worker] = []
+        byes: list[dict[str, Any] | None] = []
+        try:
+            cpu0, t0 = cpu_seconds(srv.pid), time.monotonic()
+            for w, count in enumerate(per_worker):
+                stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed in Worker.stop()
+                proc = await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    str(BENCH_DIR / "many_clients.py"),
+                    *("--addr", srv.addr, "--env", ENV, "--zone", ZONE, "--index", str(w)),
+                    *("--clients", str(count), "--apps", ",".join(apps), "--expect", str(a.mc_instances)),
+                    *("--concurrency", str(a.mc_concurrency)),
+                    stdin=asyncio.subprocess.PIPE,
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=stderr,
+                )
+                workers.append(Worker(proc, w, stderr))
+            log(f"many-clients: workers pids {[wk.proc.pid for wk in workers]}")
+            readies = await asyncio.gather(*(wk.receive("ready", 600) for wk in workers))
+            start_s = time.monotonic() - t0
+            started = sum(r["clients"] for r in readies)
+            start_errors = sum(r["errors"] for r in readies)
+            log(f"many-clients: {started:,} clients ready after {start_s:.1f} s, {start_errors} errors")
+            # Held: every client has one poll parked (one connection each, plus its idle keep-alive one).
+            fds_held = await settle(lambda: open_fds(srv.pid), within=30, step=0.5, stable=4)
+            rss1 = await settle_rss(srv.pid)
+            cpu1 = cpu_seconds(srv.pid)
+            log(
+                f"many-clients: server {fds_held - fds0:+} fds, RSS {rss1 / 2**20:.1f} MiB; "
+                f"idle hold for {a.mc_idle:g} s"
+            )
+            await asyncio.sleep(a.mc_idle)
+            cpu2 = cpu_seconds(srv.pid)
+
+            # The change: one new instance in each app, all at once; every client must see all of them.
+            targets = {app: f"svc{k}-new" for k, app in enumerate(apps)}
+            for wk in workers:
+                await wk.send("arm", targets)
+            await asyncio.gather(*(wk.receive("armed", 30) for wk in workers))
+            await asyncio.sleep(0.2)
+            cpu3, tc = cpu_seconds(srv.pid), time.monotonic()
+            await asyncio.gather(
+                *(
+                    ctl.register(app, [f"http://10.1.{k}.200:8000"], hostname=targets[app])
+                    for k, app in enumerate(apps)
+                )
+            )
+            t_reg = time.monotonic()
+            dones = await asyncio.gather(*(wk.receive("done", 120) for wk in workers))
+            cpu4 = cpu_seconds(srv.pid)
+            rss2 = rss_bytes(srv.pid)
+        finally:
+            for wk in workers:
+                byes.append(await wk.stop())
+        cpu_end = cpu_seconds(srv.pid)
+    arrivals = sorted(t - tc for d in dones for t in d["arrivals"])
+    missing = sum(d["missing"] for d in dones)
+    change_errors = sum(d["errors"] for d in dones)
+    close_errors = sum(b["close_errors"] for b in byes if b is not None)
+    samples = [s for r in [*readies, *dones] for s in r["samples"]][:5]
+    expected = started * len(apps)
+    return {
+        "clients": a.mc_clients,
+        "started": started,
+        "procs": a.mc_procs,
+        "apps": len(apps),
+        "instances_per_app": a.mc_instances,
+        "start_s": start_s,
+        "start_errors": start_errors,
+        "errors": change_errors,
+        "close_errors": close_errors,
+        "error_samples": samples,
+        "fds_held": fds_held - fds0,
+        "rss_before": rss0,
+        "rss_held": rss1,
+        "rss_after_change": rss2,
+        "cpu_start_s": cpu1 - cpu0,
+        "cpu_idle_s": cpu2 - cpu1,
+        "idle_s": a.mc_idle,
+        "idle_cpu_share": (cpu2 - cpu1) / a.mc_idle,
+        "cpu_change_s": cpu4 - cpu3,
+        "clients_cpu_change_s": sum(d["cpu_s"] for d in dones),
+        "cpu_total_s": cpu_end - cpu_start,
+        "changes_expected": expected,
+        "changes_seen": len(arrivals),
+        "missing": missing,
+        "registers_answered_ms": (t_reg - tc) * 1000,
+        "first_ms": arrivals[0] * 1000 if arrivals else float("nan"),
+        "median_ms": _pct(arrivals, 0.5) * 1000 if arrivals else float("nan"),
+        "all_seen_ms": arrivals[-1] * 1000 if arrivals else float("nan"),
+        "polls_sent_before": sum(r["polls_sent"] for r in readies),
+        "polls_sent_after": sum(d["polls_sent"] for d in dones),
+    }
+
+
+def bench_many_clients(a: argparse.Namespace) -> dict[str, Any]:
+    raise_fd_limit(a.mc_clients * 4 + 1024)
+    with discoverd("--env", ENV, "--zone", ZONE) as srv:
+        r = run_async(many_clients_async(srv, a))
+        server_log = [ln for ln in srv.stderr_tail(1_000_000).splitlines() if ln.strip()]
+    r["server_log_lines"] = len(server_log)
+    r["server_log_sample"] = server_log[:3]
+    ok = r["errors"] == 0 and r["missing"] == 0 and r["changes_seen"] == r["changes_expected"]
+    v = "MET" if ok else "MISSED"
+    line = (
+        f"many-clients: {r['started']:,}/{r['clients']:,} AsyncClients in {r['procs']} processes, each "
+        f"watching {r['apps']} apps ({r['instances_per_app']} instances each); started in "
+        f"{r['start_s']:.1f} s | server: RSS {r['rss_before'] / 2**20:.1f} → {r['rss_held'] / 2**20:.1f} MiB "
+        f"held ({r['fds_held']:+} fds) → {r['rss_after_change'] / 2**20:.1f} MiB after the change; CPU "
+        f"{r['cpu_start_s']:.2f} s during start-up, {r['cpu_idle_s']:.2f} s in {r['idle_s']:g} s idle hold "
+        f"({r['idle_cpu_share']:.1%} of a core), {r['cpu_change_s']:.2f} s for the change, "
+        f"{r['cpu_total_s']:.2f} s in all | change (1 register in each app, concurrently; client "
+        f"processes used {r['clients_cpu_change_s']:.2f} s CPU meanwhile): "
+        f"{r['changes_seen']:,}/{r['changes_expected']:,} (client, app) saw it, all within "
+        f"{r['all_seen_ms']:.0f} ms (first {r['first_ms']:.0f}, median {r['median_ms']:.0f}; registers "
+        f"answered {r['registers_answered_ms']:.0f} ms) | client polls sent: {r['polls_sent_before']:,} "
+        f"until ready, {r['polls_sent_after']:,} at the end | errors {r['errors']} (+{r['close_errors']} "
+        f"while closing), missing {r['missing']}, server log lines {r['server_log_lines']} "
+        f"(target: no errors: {v})"
+    )
+    if r["error_samples"]:
+        line += f" | e.g. {r['error_samples'][:2]}"
+    print(line, flush=True)
+    return {"bench": "many-clients", **r, "verdict": v, "line": line}
+
+
 # -- driver ----------------------------------------------------------------------------------------
 
 
@@ -835,6 +1240,9 @@ BENCHES: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "fetch": bench_fetch,
     "polls": bench_polls,
     "memory": bench_memory,
+    "client-fetch": bench_client_fetch,
+    "propagation": bench_propagation,
+    "many-clients": bench_many_clients,
 }
 
 
@@ -864,6 +1272,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--per-app", type=int, default=100, help="instances per appid in the memory benchmark")
     p.add_argument("--mem-connections", type=int, default=4, help="pipelined connections for the registers")
     p.add_argument("--mem-window", type=int, default=128, help="requests in flight per connection")
+    p.add_argument("--cf-calls", type=int, default=100_000, help="cached AsyncClient.fetch calls timed")
+    p.add_argument("--cf-sync-calls", type=int, default=10_000, help="sync Client.fetch calls timed")
+    p.add_argument("--prop-rounds", type=int, default=200, help="register/cancel rounds in propagation")
+    p.add_argument("--prop-gap", type=float, default=0.02, help="seconds between changes in propagation")
+    p.add_argument("--mc-clients", type=int, default=1000, help="AsyncClients in many-clients")
+    p.add_argument("--mc-procs", type=int, default=4, help="load-generator processes in many-clients")
+    p.add_argument("--mc-apps", type=int, default=5, help="apps every client watches in many-clients")
+    p.add_argument("--mc-instances", type=int, default=3, help="instances per app in many-clients")
+    p.add_argument(
+        "--mc-idle", type=float, default=40.0, help="seconds of idle hold measured (> the 30 s poll hold)"
+    )
+    p.add_argument("--mc-concurrency", type=int, default=25, help="clients starting at once per process")
     p.add_argument("--json", type=Path, help="also write the results to this JSON file")
     ns = p.parse_args(argv)
     unknown = [b for b in ns.bench if b not in BENCHES]

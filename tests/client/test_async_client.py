@@ -193,3 +193,15 @@ async def test_switches_to_the_other_server_on_failure() -> None:
                 got = await asyncio.wait_for(anext(cons.watch("svc")), 5)
             assert [i.hostname for i in got] == ["prov"]
             assert cons.nodes.current == survivor.addr
+
+
+async def test_watch_waiting_when_fetch_fills_the_cache_is_woken(
+    slow_node: Node, http: aiohttp.ClientSession
+) -> None:
+    await Wire(http, slow_node.address).register("early")
+    async with client(slow_node.address) as c:
+        watch = asyncio.ensure_future(anext(c.watch("early")))
+        await asyncio.sleep(0)  # the watch is now waiting on the unknown app
+        assert [i.hostname for i in await c.fetch("early")] == ["h1"]
+        got = await asyncio.wait_for(watch, 2)
+        assert [i.hostname for i in got] == ["h1"]

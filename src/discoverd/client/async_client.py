@@ -266,7 +266,8 @@ class AsyncClient:
             instances, _latest = decode_info(answer.data)
             if status == UP and self._started and not self._closed:
                 self._watch_app(appid)
-                self._state.store(appid, instances, 0)
+                if self._state.store(appid, instances, 0):
+                    self._notify(appid)
         return instances if zone is None else [i for i in instances if i.zone == zone]
 
     async def watch(self, appid: str) -> AsyncIterator[list[Instance]]:
