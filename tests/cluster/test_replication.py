@@ -135,3 +135,22 @@ def test_two_zones_fan_out_one_way() -> None:
         infra = get(near.addr, "fetch", env="dev", appid="infra.discovery", status="1")["data"]["instances"]
         assert sorted(infra) == ["sh001", "sh002"]
         assert [n["addr"] for n in get(near.addr, "nodes")["data"]] == [near.addr]
+
+
+def test_metrics_show_the_queue_of_a_dead_peer(cluster: Cluster) -> None:
+    from urllib.request import urlopen
+
+    def metric(name: str, peer: str) -> int:
+        with urlopen(f"http://{cluster.a.addr}/metrics", timeout=5) as r:
+            text = r.read().decode()
+        line = next(x for x in text.splitlines() if x.startswith(f'{name}{{peer="{peer}"}}'))
+        return int(line.rsplit(" ", 1)[1])
+
+    dead = cluster.b.addr
+    cluster.b.kill()
+    for i in range(50):
+        register(cluster.a.addr, f"q{i:02d}")
+    eventually(lambda: metric("discoverd_replication_failed", dead) > 0, what="A notices B is gone")
+    assert metric("discoverd_replication_pending", dead) >= 40  # queued, waiting for B
+    eventually(lambda: metric("discoverd_replication_pending", cluster.c.addr) == 0, what="C is served")
+    assert metric("discoverd_replication_sent", cluster.c.addr) >= 50

@@ -510,6 +510,14 @@ class ProtocolApp:
         lines = []
         for name, value in self.stats().items():
             lines.append(f"# TYPE discoverd_{name} gauge\ndiscoverd_{name} {value}\n")
+        if self.replicator is not None:
+            peers = self.replicator.stats()
+            for field in ("pending", "dropped", "sent", "failed"):
+                lines.append(f"# TYPE discoverd_replication_{field} gauge\n")
+                lines.extend(
+                    f'discoverd_replication_{field}{{peer="{peer}"}} {counts[field]}\n'
+                    for peer, counts in sorted(peers.items())
+                )
         return build_response(
             200, "".join(lines).encode(), content_type=b"text/plain; version=0.0.4; charset=utf-8"
         )
