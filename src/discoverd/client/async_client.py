@@ -23,6 +23,7 @@ import socket
 from collections.abc import AsyncIterator, Coroutine, Sequence
 from typing import Any
 
+from discoverd.client.caller import AsyncCaller
 from discoverd.client.config import ClientConfig
 from discoverd.client.registration import Registration, RegState
 from discoverd.client.transport import Answer, Params, Transport
@@ -75,6 +76,8 @@ class AsyncClient:
         self._signals: dict[str, asyncio.Event] = {}
         self._registrations: dict[tuple[str, str], Registration] = {}
         self._tg: asyncio.TaskGroup | None = None
+        self._callers: list[AsyncCaller] = []
+        self._from_app = ""
         self._tasks: set[asyncio.Task[Any]] = set()
         self._poll_task: asyncio.Task[Any] | None = None
         self._failures = 0
@@ -150,6 +153,8 @@ class AsyncClient:
         self._closed = True
         for reg in list(self._registrations.values()):
             await reg.close()
+        for caller in self._callers:
+            await caller.aclose()
         if self._poll_task is not None:
             self._poll_task.cancel()
         for event in self._signals.values():
@@ -219,6 +224,7 @@ class AsyncClient:
         )
         reg = Registration(self, ins)
         await reg._send_register()
+        self._from_app = self._from_app or appid
         self._registrations[key] = reg
         reg._start()
         return reg
@@ -229,6 +235,14 @@ class AsyncClient:
         view = self._state.apps.get(appid)
         if view is not None:
             view.dirty = True
+
+    def caller(self, **kw: Any) -> AsyncCaller:
+        """A load-balancing :class:`~discoverd.client.caller.AsyncCaller` over this client (closed
+        with the client); keyword arguments are the caller's."""
+        kw.setdefault("from_app", self._from_app)
+        caller = AsyncCaller(self, **kw)
+        self._callers.append(caller)
+        return caller
 
     def _forget(self, reg: Registration) -> None:
         self._registrations.pop((reg.instance.appid, reg.instance.hostname), None)

@@ -43,7 +43,14 @@ def add_client_commands(sub: Any) -> None:
     watch = sub.add_parser("watch", help="print the app's instance list on every change")
     watch.add_argument("appid")
     sub.add_parser("nodes", help="print the registry nodes of the zone")
-    for p in (reg, fetch, watch, sub.choices["nodes"]):
+    call = sub.add_parser("call", help="call APPID PATH on a balanced instance; prints the body")
+    call.add_argument("appid")
+    call.add_argument("path")
+    call.add_argument("--method", default="GET")
+    call.add_argument("--data", default=None, help="request body")
+    call.add_argument("--header", action="append", default=[], metavar="NAME:VALUE")
+    call.add_argument("--timeout", type=float, default=10.0)
+    for p in (reg, fetch, watch, sub.choices["nodes"], call):
         add_client_flags(p)
 
 
@@ -121,7 +128,26 @@ async def _nodes(ns: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"register": _register, "fetch": _fetch, "watch": _watch, "nodes": _nodes}
+async def _call_app(ns: argparse.Namespace) -> int:
+    headers = {}
+    for item in ns.header:
+        name, sep, value = item.partition(":")
+        if not sep:
+            print(f"discoverd: --header {item!r}: expected NAME:VALUE", file=sys.stderr)
+            return 2
+        headers[name.strip()] = value.strip()
+    async with _client(ns) as client:
+        caller = client.caller()
+        result = await caller.request(
+            ns.method, ns.appid, ns.path, data=ns.data, headers=headers, timeout=ns.timeout
+        )
+        sys.stdout.buffer.write(result.body)
+        sys.stdout.flush()
+        print(f"discoverd: HTTP {result.status} from {result.instance.hostname}", file=sys.stderr)
+        return 0 if result.status < 400 else 1
+
+
+COMMANDS = {"register": _register, "fetch": _fetch, "watch": _watch, "nodes": _nodes, "call": _call_app}
 
 
 def run_client_command(ns: argparse.Namespace) -> int:

@@ -19,6 +19,7 @@ from typing import Any
 
 from discoverd.client._portal import Portal
 from discoverd.client.async_client import AsyncClient
+from discoverd.client.caller import AsyncCaller, CallResult
 from discoverd.client.config import ClientConfig
 from discoverd.client.registration import Registration, RegState
 from discoverd.errors import DiscoverdError
@@ -201,6 +202,11 @@ class Client:
             if portal.alive:
                 portal.call(_aclose(agen))
 
+    def caller(self, **kw: Any) -> Caller:
+        """The synchronous twin of :meth:`AsyncClient.caller` (same core, run on the portal)."""
+        self._ensure()
+        return Caller(self, self._portal.call(_sync(lambda: self._async.caller(**kw))))
+
     def close(self) -> None:
         """Cancel active registrations, stop the client and its thread. Idempotent."""
         if self._closed:
@@ -222,6 +228,35 @@ class Client:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class Caller:
+    """Synchronous :class:`~discoverd.client.caller.AsyncCaller`: the same calls, blocking."""
+
+    def __init__(self, client: Client, caller: AsyncCaller) -> None:
+        self._client = client
+        self._caller = caller
+
+    def __repr__(self) -> str:
+        return f"<Sync{self._caller!r}>"
+
+    def request(self, method: str, appid: str, path: str, **kw: Any) -> CallResult:
+        return self._client._portal.call(self._caller.request(method, appid, path, **kw))
+
+    def get(self, appid: str, path: str, **kw: Any) -> CallResult:
+        return self.request("GET", appid, path, **kw)
+
+    def post(self, appid: str, path: str, **kw: Any) -> CallResult:
+        return self.request("POST", appid, path, **kw)
+
+    def put(self, appid: str, path: str, **kw: Any) -> CallResult:
+        return self.request("PUT", appid, path, **kw)
+
+    def delete(self, appid: str, path: str, **kw: Any) -> CallResult:
+        return self.request("DELETE", appid, path, **kw)
+
+    def head(self, appid: str, path: str, **kw: Any) -> CallResult:
+        return self.request("HEAD", appid, path, **kw)
 
 
 async def _anext(agen: AsyncIterator[list[Instance]]) -> list[Instance]:
