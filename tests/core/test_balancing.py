@@ -345,3 +345,48 @@ def test_zone_affinity_scheduler_skips_zones_without_candidates() -> None:
     assert {bal.pick(own + far).zone for _ in range(20)} == {"sh002"}
     tried = [instance_key(i) for i in far]
     assert bal.pick(own + far, exclude=tried).zone == "sh001"  # scheduled zones exhausted: own zone
+
+
+def test_round_robin_cycle_mode_matches_step_by_step_across_exclusions() -> None:
+    """Picks from the precomputed cycle, interleaved with excluding picks, follow the nginx rule."""
+    import random as _random
+
+    from discoverd.core.balancing import SmoothWeightedRoundRobin, instance_key, weight_of
+
+    items = [
+        Instance(zone="z", env="e", appid="a", hostname=f"h{i}", metadata={"weight": str(w)})
+        for i, w in enumerate([5, 1, 3, 2])
+    ]
+    rng = _random.Random(11)
+    bal = SmoothWeightedRoundRobin()
+    current = [0, 0, 0, 0]
+    weights = [weight_of(i) for i in items]
+    for _ in range(500):
+        exclude = {instance_key(items[rng.randrange(4)])} if rng.random() < 0.2 else set()
+        allowed = [p for p, ins in enumerate(items) if instance_key(ins) not in exclude]
+        total = sum(weights[p] for p in allowed)
+        for p in allowed:
+            current[p] += weights[p]
+        best = max(allowed, key=lambda p: (current[p], -p))
+        current[best] -= total
+        assert bal.pick(items, exclude=exclude) is items[best]
+
+
+def test_round_robin_keeps_its_state_across_a_list_change_mid_batch() -> None:
+    from discoverd.core.balancing import SmoothWeightedRoundRobin
+
+    def mk(h: str, w: int) -> Instance:
+        return Instance(zone="z", env="e", appid="a", hostname=h, metadata={"weight": str(w)})
+
+    a, b, c = mk("a", 5), mk("b", 1), mk("c", 1)
+    batched, stepped = SmoothWeightedRoundRobin(), SmoothWeightedRoundRobin()
+    stepped.CYCLE_LIMIT = 0  # the plain O(n) rule, as reference
+    first = [a, b, c]
+    second = [mk("a", 5), b, c, mk("d", 3)]  # a new object for a (same key), plus a newcomer
+    got = [batched.pick(first).hostname for _ in range(3)] + [
+        batched.pick(second).hostname for _ in range(20)
+    ]
+    want = [stepped.pick(first).hostname for _ in range(3)] + [
+        stepped.pick(second).hostname for _ in range(20)
+    ]
+    assert got == want

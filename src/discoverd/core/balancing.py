@@ -227,25 +227,62 @@ class WeightedLeastUsed(_Tracked):
 class SmoothWeightedRoundRobin(_Tracked):
     """nginx's smooth weighted round robin: each pick adds every weight to its ``current``, picks the
     highest ``current`` (first in order on ties) and subtracts the total from it. Weights 5/1/1
-    give ``a a b a c a a``. A newcomer starts at ``current = 0``; survivors keep theirs. O(n)."""
+    give ``a a b a c a a``. A newcomer starts at ``current = 0``; survivors keep theirs.
+
+    For a list whose total weight is at most :attr:`CYCLE_LIMIT`, the next ``total weight`` picks are
+    computed in one go and then handed out in O(1) (from the zero state this is exactly one period of
+    the sequence); a pick with exclusions, or a list change, first rebuilds the exact ``current`` state
+    at the cursor (replaying from the batch's start) and then steps in O(n).
+    """
+
+    CYCLE_LIMIT = 4096
 
     def __init__(self) -> None:
         super().__init__()
         self._current: list[int] = []
         self._total = 0
+        self._cycle: list[int] | None = None
+        self._cycle_start: list[int] = []
+        self._cursor = 0
 
     def _rebuild(self, old_pos: list[int | None], old_weights: list[int]) -> None:
+        if self._cycle is not None:  # replay the batch with the weights it was computed with
+            new_weights, self._weights = self._weights, old_weights
+            self._total = sum(old_weights)
+            self._materialize()
+            self._weights = new_weights
         old = self._current
         self._current = [0 if prev is None else old[prev] for prev in old_pos]
         self._total = sum(self._weights)
 
-    def _choose(self) -> int:
+    def _step(self) -> int:
         cur = self._current = list(map(operator.add, self._current, self._weights))
         pos = cur.index(max(cur))
         cur[pos] -= self._total
         return pos
 
+    def _materialize(self) -> None:
+        """Leave batch mode: ``current`` becomes the state after the picks handed out so far."""
+        if self._cycle is not None:
+            self._current = list(self._cycle_start)
+            for _ in range(self._cursor):
+                self._step()
+            self._cycle, self._cursor = None, 0
+
+    def _choose(self) -> int:
+        if self._cycle is None or self._cursor >= len(self._cycle):
+            if self._total > self.CYCLE_LIMIT:
+                self._cycle = None
+                return self._step()
+            self._cycle_start = list(self._current)
+            self._cycle = [self._step() for _ in range(self._total)]  # current: after the batch
+            self._cursor = 0
+        pos = self._cycle[self._cursor]
+        self._cursor += 1
+        return pos
+
     def _choose_among(self, allowed: list[int]) -> int:
+        self._materialize()
         cur, weights = self._current, self._weights
         best, total = allowed[0], 0
         for pos in allowed:
