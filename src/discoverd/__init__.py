@@ -8,13 +8,16 @@ from discoverd.backends.base import Registry, RegistryClosed, WatchOverflow
 from discoverd.backends.cache import CachedRegistry
 from discoverd.backends.memory import MemoryRegistry
 from discoverd.client.async_client import AsyncClient
+from discoverd.client.caller import AsyncCaller, CalleeConfig, CallFailed, CallResult, Route
 from discoverd.client.config import ClientConfig
 from discoverd.client.open import open_registry
 from discoverd.client.registration import Registration, RegState
 from discoverd.client.registry import DiscoverdRegistry
-from discoverd.client.sync_client import Client, SyncRegistration
+from discoverd.client.sync_client import Caller, Client, SyncRegistration
 from discoverd.config import ServerConfig, load_config
 from discoverd.core.backoff import Backoff, Jitter
+from discoverd.core.balancing import Balancer, NoInstance, make_balancer
+from discoverd.core.ejection import Ejector
 from discoverd.core.cache import CacheStatus
 from discoverd.errors import (
     BadRequest,
@@ -34,22 +37,31 @@ __version__ = "0.1.0"
 __all__ = [
     "ALL",
     "Action",
+    "AsyncCaller",
     "AsyncClient",
     "Backoff",
     "BadRequest",
+    "Balancer",
     "CacheStatus",
     "CachedRegistry",
+    "CallFailed",
+    "CallResult",
+    "CalleeConfig",
+    "Caller",
     "Client",
     "ClientConfig",
     "ConfigError",
     "Conflict",
     "DiscoverdError",
     "DiscoverdRegistry",
+    "DiscoverdTransport",
+    "Ejector",
     "Event",
     "INFRA_APPID",
     "Instance",
     "Jitter",
     "MemoryRegistry",
+    "NoInstance",
     "NotFound",
     "NotModified",
     "ProtocolError",
@@ -57,6 +69,7 @@ __all__ = [
     "Registration",
     "Registry",
     "RegistryClosed",
+    "Route",
     "ServerConfig",
     "ServerError",
     "Status",
@@ -67,5 +80,15 @@ __all__ = [
     "WatchOverflow",
     "__version__",
     "load_config",
+    "make_balancer",
     "open_registry",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """``DiscoverdTransport`` needs the optional ``httpx`` package: imported on first use."""
+    if name == "DiscoverdTransport":
+        from discoverd.client.httpx_transport import DiscoverdTransport
+
+        return DiscoverdTransport
+    raise AttributeError(f"module 'discoverd' has no attribute {name!r}")
