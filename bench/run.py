@@ -31,6 +31,7 @@ import tempfile
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import IO, Any, cast
 from urllib.parse import urlencode
@@ -64,6 +65,8 @@ TARGETS: dict[str, tuple[str, float, str]] = {
     "memory": ("bytes per instance", 2048, "max"),
     "client_fetch": ("µs median per cached AsyncClient.fetch", 5, "max"),
     "propagation": ("ms p99 register → watcher", 50, "max"),
+    "cluster_propagation": ("ms p99 register on A → visible on B and C", 50, "max"),
+    "cluster_renew": ("renew req/s on A of 3 nodes / single node", 0.60, "min"),
 }
 
 
@@ -737,12 +740,20 @@ class Pipeline(asyncio.Protocol):
         await self.done
 
 
-def register_request(addr: str, spec: Spec) -> bytes:
-    body = urlencode(spec.form()).encode()
-    return (
-        b"POST /discovery/register HTTP/1.1\r\nHost: %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n%s"
-        % (addr.encode(), FORM.encode(), len(body), body)
+def post_request(addr: str, path: str, form: Sequence[tuple[str, str]]) -> bytes:
+    """A keep-alive ``POST path`` with an urlencoded form body, as raw bytes (for :class:`Pipeline`)."""
+    body = urlencode(form).encode()
+    return b"POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n%s" % (
+        path.encode(),
+        addr.encode(),
+        FORM.encode(),
+        len(body),
+        body,
     )
+
+
+def register_request(addr: str, spec: Spec) -> bytes:
+    return post_request(addr, "/discovery/register", spec.form())
 
 
 def memory_spec(i: int, per_app: int) -> Spec:
@@ -1224,6 +1235,479 @@ def bench_many_clients(a: argparse.Namespace) -> dict[str, Any]:
     return {"bench": "many-clients", **r, "verdict": v, "line": line}
 
 
+# -- h. cluster benchmarks (3 peered nodes) ----------------------------------------------------------
+
+CPROP_APPID = "bench.cprop.svc"
+RQ_APPS = 10
+
+
+def node(hostname: str, *extra: str) -> Child:
+    """One cluster node (``--env dev --zone sh001``), named by its ``--hostname``."""
+    cmd = [sys.executable, "-m", "discoverd", "serve", "--addr", "127.0.0.1:0", "--hostname", hostname]
+    return Child([*cmd, "--env", ENV, "--zone", ZONE, "--log-level", "warning", *extra], f"node {hostname}")
+
+
+class Cluster:
+    """Nodes A, B, C of one zone, peered as README.md "Running a cluster" shows: A alone, B with
+    ``--nodes A``, C with ``--nodes A,B``; A learns B and C from their ``infra.discovery`` registrations.
+    Formed when every node's ``GET /discovery/nodes`` lists all three addresses. Stopped by PID."""
+
+    def __init__(self, names: Sequence[str] = ("A", "B", "C"), extra: Sequence[str] = ()) -> None:
+        self.names = list(names)
+        self.extra = list(extra)
+        self.nodes: list[Child] = []
+
+    def __enter__(self) -> Cluster:
+        try:
+            for name in self.names:
+                peers = ",".join(n.addr for n in self.nodes)
+                self.nodes.append(node(name, *(("--nodes", peers) if peers else ()), *self.extra).start())
+            t0 = time.monotonic()
+            self.wait_formed()
+            log(f"cluster {' '.join(n.addr for n in self.nodes)} formed in {time.monotonic() - t0:.2f} s")
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        for n in reversed(self.nodes):
+            n.stop()
+
+    def wait_formed(self, within: float = 30.0) -> None:
+        want = {n.addr for n in self.nodes}
+        deadline = time.monotonic() + within
+        while True:
+            seen = [{d["addr"] for d in api(n.addr, "GET", "/discovery/nodes")["data"]} for n in self.nodes]
+            if all(s >= want for s in seen):
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"cluster not formed after {within:.0f} s: nodes lists {seen}, want {want}"
+                )
+            time.sleep(0.05)
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """``/metrics`` samples by name with labels: ``discoverd_replication_pending{peer="…"}``."""
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
+
+
+def metrics(addr: str) -> dict[str, float]:
+    status, body = http_call(addr, "GET", "/metrics")
+    if status != 200:
+        raise RuntimeError(f"GET /metrics on {addr} -> HTTP {status}")
+    return parse_metrics(body.decode())
+
+
+REPL_FIELDS = ("pending", "dropped", "sent", "failed")
+
+
+def repl_stats(m: dict[str, float], peer: str) -> dict[str, int]:
+    """The replication gauges of one peer (-1 when the node does not export them)."""
+    return {f: int(m.get(f'discoverd_replication_{f}{{peer="{peer}"}}', -1)) for f in REPL_FIELDS}
+
+
+def fetch_hosts(addr: str, appid: str) -> set[str]:
+    """Hostnames of ``appid`` (status 1) on one node; empty when the node does not know the app."""
+    _, body = http_call(addr, "GET", "/discovery/fetch", [("env", ENV), ("appid", appid), ("status", "1")])
+    obj = json.loads(body)
+    if obj.get("code") != 0:
+        return set()
+    return {i["hostname"] for items in obj["data"]["instances"].values() for i in items}
+
+
+def wait_sync(what: str, cond: Callable[[], bool], within: float = 30.0, step: float = 0.05) -> float:
+    """Poll ``cond`` until true; returns the seconds it took."""
+    t0 = time.monotonic()
+    while not cond():
+        if time.monotonic() - t0 > within:
+            raise RuntimeError(f"timed out after {within:.0f} s waiting for {what}")
+        time.sleep(step)
+    return time.monotonic() - t0
+
+
+def has_host(node: Child, appid: str, hostname: str) -> bool:
+    return hostname in fetch_hosts(node.addr, appid)
+
+
+def has_instances(node: Child, count: int) -> bool:
+    return metrics(node.addr)["discoverd_instances"] >= count
+
+
+def queues_empty(src: Child, peers: Sequence[Child]) -> bool:
+    m = metrics(src.addr)
+    return all(repl_stats(m, p.addr)["pending"] == 0 for p in peers)
+
+
+def _stats_ms(v: list[float]) -> dict[str, float]:
+    v = sorted(v)
+    return {"p50_ms": _pct(v, 0.5) * 1000, "p99_ms": _pct(v, 0.99) * 1000, "max_ms": v[-1] * 1000}
+
+
+# -- h1. cluster-propagation -------------------------------------------------------------------------
+
+
+async def cluster_propagation_async(cl: Cluster, a: argparse.Namespace) -> dict[str, Any]:
+    na, nb, nc = cl.nodes
+    watchers = (nb, nc)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as s:
+
+        async def call(
+            method: str, node: Child, path: str, form: Sequence[tuple[str, str]]
+        ) -> dict[str, Any]:
+            url = f"{node.url}{path}"
+            if method == "POST":
+                resp = await s.post(url, data=list(form))
+            else:
+                resp = await s.get(url, params=list(form))
+            async with resp:
+                body = await resp.read()
+            return cast(dict[str, Any], json.loads(body))
+
+        async def latest(node: Child) -> int:
+            doc = await call(
+                "GET", node, "/discovery/fetch", [("env", ENV), ("appid", CPROP_APPID), ("status", "1")]
+            )
+            if doc.get("code") != 0:
+                raise RuntimeError(f"fetch on {node.name}: {doc}")
+            return int(doc["data"]["latest_timestamp"])
+
+        async def held(node: Child) -> int:
+            async with s.get(f"{node.url}/metrics") as resp:
+                return int(parse_metrics(await resp.text())["discoverd_held_polls"])
+
+        async def watch(node: Child, since: int, host: str, present: bool) -> float:
+            """Long-poll ``node`` from ``since`` until ``host`` is (not) in the answer; its arrival."""
+            form = [("env", ENV), ("appid", CPROP_APPID), ("latest_timestamp", str(since))]
+            form.append(("hostname", f"bench-cprop-watch-{node.name[-1]}"))
+            while True:
+                doc = await call("GET", node, "/discovery/polls", form)
+                now = time.perf_counter()
+                if doc.get("code") == -304:
+                    continue
+                if doc.get("code") != 0:
+                    raise RuntimeError(f"poll on {node.name}: {str(doc)[:300]}")
+                info = doc["data"][CPROP_APPID]
+                hosts = {i["hostname"] for items in info["instances"].values() for i in items}
+                if (host in hosts) == present:
+                    return now
+                form[2] = ("latest_timestamp", str(info["latest_timestamp"]))
+
+        async def change(
+            action: str, form: list[tuple[str, str]], host: str
+        ) -> tuple[float, list[float], float]:
+            """Park a poll on B and C, send ``action`` to A; (register RTT, [B, C] delays, both-visible)."""
+            since = [await latest(w) for w in watchers]
+            before = [await held(w) for w in watchers]
+            tasks = [
+                asyncio.create_task(watch(w, ts, host, action == "register"))
+                for w, ts in zip(watchers, since, strict=True)
+            ]
+            deadline = time.monotonic() + 10
+            while [await held(w) for w in watchers] != [b + 1 for b in before]:
+                if time.monotonic() > deadline or any(t.done() for t in tasks):
+                    for t in tasks:
+                        t.cancel()
+                    raise RuntimeError(f"polls not parked on B and C ({before}); done early: {tasks}")
+                await asyncio.sleep(0.002)
+            t0 = time.perf_counter()
+            doc = await call("POST", na, f"/discovery/{action}", form)
+            rtt = time.perf_counter() - t0
+            if doc.get("code") != 0:
+                raise RuntimeError(f"{action} on A: {doc}")
+            arrivals = await asyncio.wait_for(asyncio.gather(*tasks), 10)
+            delays = [t - t0 for t in arrivals]
+            return rtt, delays, max(delays)
+
+        anchor = service_instance(CPROP_APPID, 0)
+        anchor.hostname = "cprop-anchor"
+        doc = await call("POST", na, "/discovery/register", anchor.form())
+        if doc.get("code") != 0:
+            raise RuntimeError(f"anchor register: {doc}")
+        for w in watchers:
+            await wait_until(partial(has_host, w, CPROP_APPID, "cprop-anchor"), 10, "the anchor")
+        both: list[float] = []
+        per_node: list[list[float]] = [[], []]
+        rtts: list[float] = []
+        gone: list[float] = []
+        for i in range(a.cprop_rounds):
+            spec = service_instance(CPROP_APPID, i + 1)
+            spec.hostname = f"cprop-{i:04d}"
+            rtt, delays, worst = await change("register", spec.form(), spec.hostname)
+            rtts.append(rtt)
+            both.append(worst)
+            for k, d in enumerate(delays):
+                per_node[k].append(d)
+            cancel = [("zone", ZONE), ("env", ENV), ("appid", CPROP_APPID), ("hostname", spec.hostname)]
+            _, _, worst = await change("cancel", cancel, spec.hostname)
+            gone.append(worst)
+    return {
+        "rounds": len(both),
+        "both": _stats_ms(both),
+        "on_b": _stats_ms(per_node[0]),
+        "on_c": _stats_ms(per_node[1]),
+        "register_rtt": _stats_ms(rtts),
+        "cancel_both": _stats_ms(gone),
+    }
+
+
+def bench_cluster_propagation(a: argparse.Namespace) -> dict[str, Any]:
+    with Cluster() as cl:
+        log(f"cluster-propagation: {a.cprop_rounds} rounds: register on A → long polls parked on B and C")
+        r = run_async(cluster_propagation_async(cl, a))
+        errors = [ln for n in cl.nodes for ln in n.stderr_tail(100_000).splitlines() if ln.strip()]
+    both, b, c, rtt, gone = r["both"], r["on_b"], r["on_c"], r["register_rtt"], r["cancel_both"]
+    v = verdict("cluster_propagation", both["p99_ms"])
+    line = (
+        f"cluster-propagation ({r['rounds']} rounds, 3 nodes; register on A → a long poll parked on B and on "
+        f"C answers): visible on both: p50 {both['p50_ms']:.2f} ms, p99 {both['p99_ms']:.2f} ms, max "
+        f"{both['max_ms']:.2f} ms (target p99 <= 50 ms: {v}) | on B p50 {b['p50_ms']:.2f} / p99 "
+        f"{b['p99_ms']:.2f} ms, on C p50 {c['p50_ms']:.2f} / p99 {c['p99_ms']:.2f} ms | register answered "
+        f"by A: p50 {rtt['p50_ms']:.2f}, p99 {rtt['p99_ms']:.2f} ms | cancel on A → gone on both: p50 "
+        f"{gone['p50_ms']:.2f}, p99 {gone['p99_ms']:.2f}, max {gone['max_ms']:.2f} ms | node log lines "
+        f"{len(errors)}"
+    )
+    print(line, flush=True)
+    return {"bench": "cluster-propagation", **r, "node_log": errors[:5], "verdict": v, "line": line}
+
+
+# -- h2. cluster-renew -------------------------------------------------------------------------------
+
+
+def prepare_renew(addr: str) -> str:
+    """Register the renewed instance (and a neighbour), check one renew; returns the answer size."""
+    api(addr, "POST", "/discovery/register", service_instance(RENEW_APPID, 1).form())
+    ins = service_instance(RENEW_APPID, 1)
+    spec = Spec(appid=RENEW_APPID, hostname=RENEW_HOST, addrs=ins.addrs, metadata=ins.metadata)
+    api(addr, "POST", "/discovery/register", spec.form())
+    renew = [("zone", ZONE), ("env", ENV), ("appid", RENEW_APPID), ("hostname", RENEW_HOST)]
+    _, body = http_call(addr, "POST", "/discovery/renew", renew)
+    if json.loads(body).get("code") != 0:
+        raise RuntimeError(f"renew check failed: {body!r}")
+    return f"{len(body)} B answer"
+
+
+def bench_cluster_renew(a: argparse.Namespace) -> dict[str, Any]:
+    lua_args = [ZONE, ENV, RENEW_APPID, RENEW_HOST]
+    with node("single") as single:
+        prepare_renew(single.addr)
+        log(f"cluster-renew: wrk -t{a.threads} -c{a.connections} -d{a.duration}s renew on a single node")
+        one = run_wrk(single, "renew.lua", lua_args, a)
+    with Cluster() as cl:
+        na, nb, nc = cl.nodes
+        prepare_renew(na.addr)
+        for peer in (nb, nc):
+            wait_sync(f"the instance on {peer.name}", partial(has_host, peer, RENEW_APPID, RENEW_HOST))
+        wait_sync("A's replication queues to drain", lambda: queues_empty(na, (nb, nc)))
+        peers = (("B", nb), ("C", nc))
+        m0 = metrics(na.addr)
+        cpu_b0, cpu_c0, t0 = cpu_seconds(nb.pid), cpu_seconds(nc.pid), time.monotonic()
+        log(f"cluster-renew: the same wrk run on node A of the cluster (B {nb.addr}, C {nc.addr})")
+        three = run_wrk(na, "renew.lua", lua_args, a)
+        wall = time.monotonic() - t0
+        peers_cpu = [(cpu_seconds(p.pid) - c0) / wall for p, c0 in ((nb, cpu_b0), (nc, cpu_c0))]
+        m1 = metrics(na.addr)
+        sent = {k: repl_stats(m1, p.addr)["sent"] - repl_stats(m0, p.addr)["sent"] for k, p in peers}
+        drain_s = wait_sync("A's replication queues to drain", lambda: queues_empty(na, (nb, nc)))
+        m2 = metrics(na.addr)
+        repl = {k: repl_stats(m2, p.addr) for k, p in peers}
+        errors = [ln for n in cl.nodes for ln in n.stderr_tail(100_000).splitlines() if ln.strip()]
+    ratio = three.rps / one.rps
+    v = verdict("cluster_renew", ratio)
+    line = (
+        f"cluster-renew (wrk -t{a.threads} -c{a.connections} -d{a.duration}s, renew of one instance): single "
+        f"node {one.short()} | node A of 3 {three.short()}; B {peers_cpu[0]:.0%}, C {peers_cpu[1]:.0%} of a "
+        f"core | cluster/single {ratio:.2f} (target >= 0.60: {v}) | replicated renews sent during the run: "
+        f"to B {sent['B']:,}, to C {sent['C']:,} (coalesced; queues drained {drain_s:.2f} s after wrk) | "
+        f"3 nodes + wrk on {os.cpu_count()} shared cores | node log lines {len(errors)}"
+    )
+    print(line, flush=True)
+    return {
+        "bench": "cluster-renew",
+        "single_rps": one.rps,
+        "single": one.short(),
+        "cluster_rps": three.rps,
+        "cluster": three.short(),
+        "ratio": ratio,
+        "peers_cpu": peers_cpu,
+        "replicated_sent": sent,
+        "replication": repl,
+        "drain_s": drain_s,
+        "node_log": errors[:5],
+        "verdict": v,
+        "line": line,
+    }
+
+
+# -- h3. replication-queue ---------------------------------------------------------------------------
+
+
+def rq_spec(i: int, version: str = "v1.0.0") -> Spec:
+    spec = service_instance(f"bench.rq.svc-{i % RQ_APPS}", i)
+    spec.hostname = f"rq-{i:05d}-7f9c4d5b"
+    spec.version = version
+    return spec
+
+
+def rq_ident(i: int) -> list[tuple[str, str]]:
+    return [
+        ("zone", ZONE),
+        ("env", ENV),
+        ("appid", f"bench.rq.svc-{i % RQ_APPS}"),
+        ("hostname", rq_spec(i).hostname),
+    ]
+
+
+async def replication_queue_async(cl: Cluster, a: argparse.Namespace) -> dict[str, Any]:
+    na, nb, nc = cl.nodes
+    n, rounds, churn, conns = a.rq_instances, a.rq_renews, a.rq_churn, a.mem_connections
+    loop = asyncio.get_running_loop()
+    host, _, port = na.addr.rpartition(":")
+    pipes: list[Pipeline] = []
+    for _ in range(conns):
+        _, proto = await loop.create_connection(Pipeline, host, int(port))
+        pipes.append(proto)
+
+    async def send(requests: list[bytes]) -> None:
+        await asyncio.gather(*(pipes[c].send(requests[c::conns]) for c in range(conns) if requests[c::conns]))
+
+    def failures() -> list[str]:
+        return [f for p in pipes for f in p.failures]
+
+    await send([register_request(na.addr, rq_spec(i)) for i in range(n)])
+    base = int(metrics(nc.addr)["discoverd_instances"]) - n  # the nodes' own infra.discovery records
+    for peer in (nb, nc):
+        await wait_until(partial(has_instances, peer, n + base), 30, f"{n} instances on {peer.name}", 0.1)
+    await wait_until(lambda: queues_empty(na, (nb, nc)), 30, "A's queues to drain", 0.1)
+    rss0 = await settle_rss(na.pid)
+    before = repl_stats(metrics(na.addr), nb.addr)
+    log(
+        f"replication-queue: {n:,} instances on A, B and C; A RSS {rss0 / 2**20:.1f} MiB; "
+        f"kill -9 B (pid {nb.pid})"
+    )
+    os.kill(nb.pid, signal.SIGKILL)
+    assert nb.proc is not None
+    nb.proc.wait(10)
+
+    samples: list[tuple[float, int, int, int, int]] = []  # (t, rss, pending B, dropped B, pending C)
+    t_start = time.monotonic()
+
+    async def sampler() -> None:
+        async with aiohttp.ClientSession() as s:
+            while True:
+                async with s.get(f"{na.url}/metrics") as resp:
+                    m = parse_metrics(await resp.text())
+                rb, rc = repl_stats(m, nb.addr), repl_stats(m, nc.addr)
+                samples.append(
+                    (
+                        time.monotonic() - t_start,
+                        rss_bytes(na.pid),
+                        rb["pending"],
+                        rb["dropped"],
+                        rc["pending"],
+                    )
+                )
+                await asyncio.sleep(0.1)
+
+    sample_task = asyncio.create_task(sampler())
+    ops = {"renew": 0, "cancel": 0, "register": 0}
+    per_round = a.rq_seconds / rounds
+    slow_rounds = 0
+    try:
+        for r in range(rounds):
+            t_round = time.monotonic()
+            out = {(r * churn + k) % n for k in range(churn)}
+            await send([post_request(na.addr, "/discovery/cancel", rq_ident(i)) for i in sorted(out)])
+            await send(
+                [post_request(na.addr, "/discovery/renew", rq_ident(i)) for i in range(n) if i not in out]
+            )
+            await send([register_request(na.addr, rq_spec(i, f"v1.{r + 1}.0")) for i in sorted(out)])
+            ops["cancel"] += len(out)
+            ops["renew"] += n - len(out)
+            ops["register"] += len(out)
+            if failures():
+                raise RuntimeError(f"A answered {len(failures())} requests with an error: {failures()[:3]}")
+            left = per_round - (time.monotonic() - t_round)
+            if left > 0:
+                await asyncio.sleep(left)
+            else:
+                slow_rounds += 1
+        work_s = time.monotonic() - t_start
+        await asyncio.sleep(0.5)
+    finally:
+        sample_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sample_task
+        for p in pipes:
+            if p.transport is not None:
+                p.transport.close()
+    rss1 = await settle_rss(na.pid)
+    after = repl_stats(metrics(na.addr), nb.addr)
+    c_drain = await settle(lambda: repl_stats(metrics(na.addr), nc.addr)["pending"], within=10, step=0.1)
+    a_count, c_count = metrics(na.addr)["discoverd_instances"], metrics(nc.addr)["discoverd_instances"]
+    return {
+        "instances": n,
+        "rounds": rounds,
+        "ops": ops,
+        "work_s": work_s,
+        "slow_rounds": slow_rounds,
+        "rss_before": rss0,
+        "rss_max": max(s[1] for s in samples),
+        "rss_after": rss1,
+        "pending_b_before": before["pending"],
+        "pending_b_max": max(s[2] for s in samples),
+        "pending_b_after": after["pending"],
+        "dropped_b": after["dropped"] - before["dropped"],
+        "failed_b": after["failed"] - before["failed"],
+        "pending_c_max": max(s[4] for s in samples),
+        "pending_c_after": c_drain,
+        "instances_a": a_count,
+        "instances_c": c_count,
+        "samples": len(samples),
+        "trace": [
+            (round(t, 1), round(rss / 2**20, 1), pb)
+            for t, rss, pb, _, _ in samples[:: max(1, len(samples) // 12)]
+        ],
+    }
+
+
+def bench_replication_queue(a: argparse.Namespace) -> dict[str, Any]:
+    extra = ("--replication-queue", str(a.rq_queue_limit)) if a.rq_queue_limit else ()
+    with Cluster(extra=extra) as cl:
+        r = run_async(replication_queue_async(cl, a))
+        log_a = [ln for ln in cl.nodes[0].stderr_tail(1_000_000).splitlines() if ln.strip()]
+    limit = a.rq_queue_limit or 10_000
+    bound = min(r["instances"] + 10, limit)
+    ok = r["pending_b_max"] <= bound and r["instances_a"] == r["instances_c"]
+    v = "MET" if ok else "MISSED"
+    grow = (r["rss_after"] - r["rss_before"]) / 2**20
+    line = (
+        f"replication-queue ({r['instances']:,} instances on A; B killed -9; then {r['rounds']} renews of "
+        f"every instance = {r['rounds'] * 30 / 60:.0f} min of 30 s renews, compressed into "
+        f"{r['work_s']:.0f} s, plus {r['ops']['cancel']} cancels and {r['ops']['register']} re-registers; "
+        f"{sum(r['ops'].values()):,} "
+        f"writes): A's queue for dead B: {r['pending_b_before']} → max {r['pending_b_max']:,} → "
+        f"{r['pending_b_after']:,} pending at the end (target <= {bound:,}: one op per instance, "
+        f"at most the queue limit {limit:,}: {v}), "
+        f"{r['dropped_b']:,} dropped (queue full or 10 failed attempts), {r['failed_b']} failed sends | "
+        f"A RSS "
+        f"{r['rss_before'] / 2**20:.1f} → max {r['rss_max'] / 2**20:.1f} → {r['rss_after'] / 2**20:.1f} MiB "
+        f"({grow:+.1f} MiB) | queue for live C: max {r['pending_c_max']:,}, {r['pending_c_after']} at the "
+        f"end; instances A {r['instances_a']:.0f} / C {r['instances_c']:.0f} | A log lines {len(log_a)}"
+    )
+    print(line, flush=True)
+    return {"bench": "replication-queue", **r, "node_log": log_a[:5], "verdict": v, "line": line}
+
+
 # -- driver ----------------------------------------------------------------------------------------
 
 
@@ -1243,6 +1727,9 @@ BENCHES: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "client-fetch": bench_client_fetch,
     "propagation": bench_propagation,
     "many-clients": bench_many_clients,
+    "cluster-propagation": bench_cluster_propagation,
+    "cluster-renew": bench_cluster_renew,
+    "replication-queue": bench_replication_queue,
 }
 
 
@@ -1284,6 +1771,24 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--mc-idle", type=float, default=40.0, help="seconds of idle hold measured (> the 30 s poll hold)"
     )
     p.add_argument("--mc-concurrency", type=int, default=25, help="clients starting at once per process")
+    p.add_argument("--cprop-rounds", type=int, default=200, help="register rounds in cluster-propagation")
+    p.add_argument("--rq-instances", type=int, default=1000, help="instances registered in replication-queue")
+    p.add_argument(
+        "--rq-renews",
+        type=int,
+        default=20,
+        help="renews of every instance in replication-queue (20 = 10 min)",
+    )
+    p.add_argument("--rq-churn", type=int, default=10, help="instances cancelled + re-registered per round")
+    p.add_argument(
+        "--rq-seconds", type=float, default=60.0, help="seconds the replication-queue load is spread over"
+    )
+    p.add_argument(
+        "--rq-queue-limit",
+        type=int,
+        default=0,
+        help="nodes' --replication-queue in replication-queue (default)",
+    )
     p.add_argument("--json", type=Path, help="also write the results to this JSON file")
     ns = p.parse_args(argv)
     unknown = [b for b in ns.bench if b not in BENCHES]

@@ -17,8 +17,8 @@ from discoverd.client.sync_client import Caller, Client, SyncRegistration
 from discoverd.config import ServerConfig, load_config
 from discoverd.core.backoff import Backoff, Jitter
 from discoverd.core.balancing import Balancer, NoInstance, make_balancer
-from discoverd.core.ejection import Ejector
 from discoverd.core.cache import CacheStatus
+from discoverd.core.ejection import Ejector
 from discoverd.errors import (
     BadRequest,
     ConfigError,
