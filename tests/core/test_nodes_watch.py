@@ -116,3 +116,41 @@ def test_decode_info_flattens_zones() -> None:
         {"instances": {"z1": [info("a")["instances"]["z1"][0]], "z2": []}, "latest_timestamp": 7}  # type: ignore[index]
     )
     assert [i.hostname for i in instances] == ["a"] and latest == 7
+
+
+def test_scheduler_is_decoded_leniently_and_kept_per_app() -> None:
+    from discoverd.core.watch import decode_scheduler
+
+    good = {
+        "instances": {},
+        "latest_timestamp": 5,
+        "scheduler": {
+            "clients": {"sh001": {"zones": {"sh001": {"weight": 1}, "sh002": {"weight": 3}}}},
+            "remark": "",
+        },
+    }
+    assert decode_scheduler(good) == {"sh001": {"sh001": 1, "sh002": 3}}
+    old_shape = {"scheduler": [{"src": "sh001", "dst": {"sh001": 3}}]}
+    for bad in (old_shape, {"scheduler": {"clients": {"z": {"zones": {"a": {"weight": "1"}}}}}}, {}, None):
+        assert decode_scheduler(bad) is None
+    w = WatchState()
+    w.add("a")
+    w.apply({"a": {**info("h1"), "scheduler": good["scheduler"]}})
+    assert w.apps["a"].scheduler == {"sh001": {"sh001": 1, "sh002": 3}}
+
+
+def test_zone_affinity_follows_a_replaced_scheduler() -> None:
+    import collections
+
+    from discoverd.core.balancing import WeightedRandom, ZoneAffinity
+
+    items = [
+        Instance(zone=z, env="e", appid="a", hostname=f"{z}-{i}")
+        for z in ("sh001", "sh002")
+        for i in range(2)
+    ]
+    bal = ZoneAffinity(WeightedRandom(rng=random.Random(3)), "sh001", rng=random.Random(4))
+    assert {bal.pick(items).zone for _ in range(50)} == {"sh001"}
+    bal.set_scheduler({"sh001": 1, "sh002": 3})
+    zones = collections.Counter(bal.pick(items).zone for _ in range(4000))
+    assert abs(zones["sh002"] / 4000 - 0.75) < 0.03

@@ -284,6 +284,13 @@ class AsyncClient:
                     self._notify(appid)
         return instances if zone is None else [i for i in instances if i.zone == zone]
 
+    def scheduler(self, appid: str) -> dict[str, int] | None:
+        """The server's zone weights for this client's zone (provider zone → weight), if any (spec §7)."""
+        view = self._state.apps.get(appid)
+        if view is None or view.scheduler is None:
+            return None
+        return view.scheduler.get(self.zone)
+
     async def watch(self, appid: str) -> AsyncIterator[list[Instance]]:
         """Yield the UP instances of ``appid`` now (once known) and after every change.
 

@@ -206,6 +206,9 @@ class AsyncCaller:
     async def candidates(self, appid: str, cfg: CalleeConfig) -> list[Instance]:
         """Healthy-looking instances of ``appid``: UP, filtered by colour/cluster, not ejected."""
         instances = filter_instances(await self.client.fetch(appid), color=cfg.color, cluster=cfg.cluster)
+        bal = self._balancers.get(appid)
+        if isinstance(bal, ZoneAffinity):
+            bal.set_scheduler(self.client.scheduler(appid))
         return self.ejector.available(instances, time.monotonic())
 
     def _headers(self, cfg: CalleeConfig, extra: Mapping[str, str] | None, context: Any) -> dict[str, str]:

@@ -449,6 +449,13 @@ class ZoneAffinity:
         self._items: tuple[Instance, ...] = ()
         self._groups: dict[str, list[Instance]] = {}
 
+    def set_scheduler(self, scheduler: dict[str, int] | None) -> None:
+        """Replace the zone weights (the server's scheduler may change with every answer)."""
+        weights = {z: w for z, w in (scheduler or {}).items() if w > 0}
+        if weights != self.scheduler:
+            with self._lock:
+                self.scheduler = weights
+
     def __repr__(self) -> str:
         return f"<ZoneAffinity zone={self.zone!r} scheduler={self.scheduler} inner={self._inner!r}>"
 

@@ -30,6 +30,8 @@ class AppView:
     version: int = 0
     known: bool = False
     """True once an answer for the app arrived (an empty list is then a real answer)."""
+    scheduler: dict[str, dict[str, int]] | None = None
+    """The app's multi-zone scheduler (consumer zone → provider zone → weight), when the server sends one."""
     dirty: bool = False
     """Set when this client wrote to the app: reads should ask a node until the next answer."""
 
@@ -84,6 +86,7 @@ class WatchState:
         for appid, (instances, latest) in decoded.items():
             view = self.apps[appid]
             view.latest = latest
+            view.scheduler = decode_scheduler(data[appid])
             view.dirty = False
             if view.known and view.instances == instances:
                 continue
@@ -111,3 +114,27 @@ def decode_info(info: Any) -> tuple[list[Instance], int]:
             raise BadRequest("InstanceInfo: a zone must hold an array")
         out.extend(Instance.from_wire(obj) for obj in zone_list)
     return out, latest
+
+
+def decode_scheduler(info: Any) -> dict[str, dict[str, int]] | None:
+    """The ``scheduler`` of an InstanceInfo (spec §7): consumer zone → provider zone → weight.
+
+    Lenient: a missing or malformed scheduler (or the older array shape) is ``None``, never an error.
+    """
+    sched = info.get("scheduler") if isinstance(info, dict) else None
+    clients = sched.get("clients") if isinstance(sched, dict) else None
+    if not isinstance(clients, dict):
+        return None
+    out: dict[str, dict[str, int]] = {}
+    for consumer, spec in clients.items():
+        zones = spec.get("zones") if isinstance(spec, dict) else None
+        if not isinstance(zones, dict):
+            continue
+        weights = {
+            str(z): w["weight"]
+            for z, w in zones.items()
+            if isinstance(w, dict) and isinstance(w.get("weight"), int) and not isinstance(w["weight"], bool)
+        }
+        if weights:
+            out[str(consumer)] = weights
+    return out or None
