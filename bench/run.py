@@ -4,11 +4,13 @@
     python bench/run.py renew fetch     # some of them
     python bench/run.py polls --polls 2000 --json out.json
     python bench/run.py client-fetch propagation many-clients   # the client SDK benchmarks
+    python bench/run.py cluster-propagation cluster-renew replication-queue   # 3-node cluster benchmarks
 
 Every benchmark starts its own ``discoverd serve`` on 127.0.0.1 with an OS-assigned port (and, for
 renew and fetch, the hello-world baseline ``bench/baseline_server.py`` measured the same way in the
 same run), and stops it by PID; many-clients also starts load-generator processes
-(``bench/many_clients.py``) and stops them by PID. Only loopback traffic. One result line per
+(``bench/many_clients.py``) and stops them by PID; the cluster benchmarks start three peered nodes
+(replication-queue SIGKILLs one of them by PID on purpose). Only loopback traffic. One result line per
 benchmark on stdout; progress on stderr. See bench/README.md for what each figure means and the targets.
 """
 

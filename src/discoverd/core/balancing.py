@@ -371,14 +371,14 @@ class PowerOfTwoChoices(_Tracked):
         old_e, old_i = self._ewma, self._inflight
         known = [old_e[p] for p in old_pos if p is not None] or old_e
         avg = sum(known) / len(known) if known else self.initial_latency
-        self._ewma = [avg if p is None else old_e[p] for p in old_pos]
+        self._ewma = [max(1e-9, avg) if p is None else old_e[p] for p in old_pos]
         self._inflight = [0 if p is None else old_i[p] for p in old_pos]
         self._cum = list(itertools.accumulate(self._weights))
         mean = sum(self._weights) / len(self._weights) if self._weights else 1.0
         self._load = [mean / w for w in self._weights]
 
     def _cost(self, pos: int) -> float:
-        return max(self._ewma[pos], 1e-9) * (1.0 + self._inflight[pos] * self._load[pos])
+        return self._ewma[pos] * (1.0 + self._inflight[pos] * self._load[pos])
 
     def _choose(self) -> int:
         inflight = self._inflight
@@ -387,9 +387,10 @@ class PowerOfTwoChoices(_Tracked):
         else:
             a, b = _sample_two(self._cum, self._rng)
             ewma, load = self._ewma, self._load
-            # Inlined _cost: this is the hot path.
-            cost_a = max(ewma[a], 1e-9) * (1.0 + inflight[a] * load[a])
-            pos = a if cost_a <= max(ewma[b], 1e-9) * (1.0 + inflight[b] * load[b]) else b
+            # Inlined _cost (the EWMAs are kept >= 1e-9 where they are written): the hot path.
+            pos = (
+                a if ewma[a] * (1.0 + inflight[a] * load[a]) <= ewma[b] * (1.0 + inflight[b] * load[b]) else b
+            )
         inflight[pos] += 1
         return pos
 
@@ -406,7 +407,7 @@ class PowerOfTwoChoices(_Tracked):
     def _on_report(self, pos: int, ok: bool, latency: float) -> None:
         self._inflight[pos] = max(0, self._inflight[pos] - 1)
         sample = latency if ok else max(latency, self.failure_penalty)
-        self._ewma[pos] = self.decay * self._ewma[pos] + (1.0 - self.decay) * sample
+        self._ewma[pos] = max(1e-9, self.decay * self._ewma[pos] + (1.0 - self.decay) * sample)
 
     def stats(self) -> dict[str, tuple[float, int]]:
         """``(ewma, inflight)`` per instance key; for tests and diagnostics."""
@@ -480,6 +481,12 @@ class ZoneAffinity:
 
     def _choose_group(self, exclude: Collection[str]) -> tuple[str, Sequence[Instance]]:
         groups = self._groups
+        if not exclude and not self.scheduler:  # the common case, kept short
+            own = groups.get(self.zone)
+            if own:
+                return self.zone, own
+            if self._items:
+                return self._ALL, self._items
         live: Collection[str] = groups
         if exclude:
             live = {z for z, lst in groups.items() if any(instance_key(i) not in exclude for i in lst)}

@@ -50,6 +50,8 @@ class PeerQueue:
     dropped: int = 0
     _ops: OrderedDict[tuple[str, object], PeerOp] = field(default_factory=OrderedDict)
     _seq: itertools.count[int] = field(default_factory=itertools.count)
+    _renews: OrderedDict[object, None] = field(default_factory=OrderedDict)
+    """Keys of the pending renews, in queue order: the drop-first victims, found in O(1)."""
 
     def __len__(self) -> int:
         return len(self._ops)
@@ -63,12 +65,10 @@ class PeerQueue:
         if op.action == SET or key is None:
             self._ops[(SET, next(self._seq))] = op
         elif op.action == REGISTER:
-            for action in (REGISTER, RENEW, CANCEL):
-                self._ops.pop((action, key), None)
+            self._forget(key)
             self._ops[(REGISTER, key)] = op
         elif op.action == CANCEL:
-            for action in (REGISTER, RENEW, CANCEL):
-                self._ops.pop((action, key), None)
+            self._forget(key)
             self._ops[(CANCEL, key)] = op
         elif op.action == RENEW:
             if (REGISTER, key) in self._ops:
@@ -78,6 +78,7 @@ class PeerQueue:
                 pending.params = op.params
                 return
             self._ops[(RENEW, key)] = op
+            self._renews[key] = None
         else:
             raise ValueError(f"unknown action {op.action!r}")
         self._enforce_limit()
@@ -95,27 +96,42 @@ class PeerQueue:
                 return
         self._ops[slot] = op
         self._ops.move_to_end(slot, last=False)
+        if op.action == RENEW and op.key is not None:
+            self._renews[op.key] = None
+            self._renews.move_to_end(op.key, last=False)
         self._enforce_limit()
 
     def pop(self) -> PeerOp | None:
         """The oldest pending operation, or ``None``."""
         if not self._ops:
             return None
-        return self._ops.popitem(last=False)[1]
+        (action, key), op = self._ops.popitem(last=False)
+        if action == RENEW:
+            del self._renews[key]
+        return op
 
     def clear(self) -> int:
         """Forget everything (the peer left the cluster); returns how many were dropped."""
         n = len(self._ops)
         self._ops.clear()
+        self._renews.clear()
         self.dropped += n
         return n
 
+    def _forget(self, key: InstanceKey) -> None:
+        for action in (REGISTER, RENEW, CANCEL):
+            self._ops.pop((action, key), None)
+        self._renews.pop(key, None)
+
     def _enforce_limit(self) -> None:
         while len(self._ops) > self.limit:
-            victim = next((k for k in self._ops if k[0] == RENEW), None)
-            if victim is None:
-                victim = next(iter(self._ops))
-            del self._ops[victim]
+            if self._renews:
+                key, _ = self._renews.popitem(last=False)
+                del self._ops[(RENEW, key)]
+            else:
+                (action, key), _ = self._ops.popitem(last=False)
+                if action == RENEW:  # pragma: no cover - every pending renew is in _renews
+                    del self._renews[key]
             self.dropped += 1
 
 

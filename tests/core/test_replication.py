@@ -1,0 +1,124 @@
+"""Unit tests of the per-peer replication queue and the peer operation builders."""
+
+from __future__ import annotations
+
+from discoverd.core.replication import (
+    CANCEL,
+    REGISTER,
+    RENEW,
+    SET,
+    PeerOp,
+    PeerQueue,
+    cancel_op,
+    register_op,
+    renew_op,
+    set_op,
+)
+from discoverd.model import Instance
+
+
+def key(h: str) -> tuple[str, str, str, str]:
+    return ("a", "dev", "z", h)
+
+
+def op(action: str, h: str, tag: str = "") -> PeerOp:
+    return PeerOp(action, [("tag", tag)], None if action == SET else key(h))
+
+
+def drain(q: PeerQueue) -> list[tuple[str, str]]:
+    out = []
+    while (o := q.pop()) is not None:
+        out.append((o.action, o.params[0][1]))
+    return out
+
+
+def test_renews_coalesce_in_place_and_yield_to_a_pending_register() -> None:
+    q = PeerQueue()
+    q.push(op(RENEW, "h1", "r1"))
+    q.push(op(REGISTER, "h2", "g2"))
+    q.push(op(RENEW, "h1", "r1-newer"))
+    q.push(op(REGISTER, "h3", "g3"))
+    q.push(op(RENEW, "h3", "dropped"))
+    assert drain(q) == [(RENEW, "r1-newer"), (REGISTER, "g2"), (REGISTER, "g3")]
+
+
+def test_register_and_cancel_supersede_everything_pending_on_the_instance() -> None:
+    q = PeerQueue()
+    q.push(op(REGISTER, "h1", "old"))
+    q.push(op(SET, "", "s"))
+    q.push(op(CANCEL, "h1", "c"))
+    q.push(op(REGISTER, "h1", "new"))
+    assert drain(q) == [(SET, "s"), (REGISTER, "new")]
+
+
+def test_bound_drops_oldest_renews_first_then_oldest_ops() -> None:
+    q = PeerQueue(limit=3)
+    q.push(op(REGISTER, "h1", "g1"))
+    q.push(op(RENEW, "h2", "r2"))
+    q.push(op(RENEW, "h3", "r3"))
+    q.push(op(CANCEL, "h4", "c4"))  # over the limit: the oldest renew goes
+    assert q.dropped == 1
+    q.push(op(SET, "", "s"))  # again: the other renew
+    q.push(op(SET, "", "t"))  # no renew left: the oldest op
+    assert q.dropped == 3 and len(q) == 3
+    assert drain(q) == [(CANCEL, "c4"), (SET, "s"), (SET, "t")]
+
+
+def test_push_front_requeues_unless_superseded() -> None:
+    q = PeerQueue()
+    failed = op(REGISTER, "h1", "first")
+    q.push(op(RENEW, "h2", "r"))
+    q.push_front(failed)
+    assert drain(q) == [(REGISTER, "first"), (RENEW, "r")]
+    q.push(op(REGISTER, "h1", "newer"))
+    q.push_front(op(RENEW, "h1", "stale"))  # a register of h1 is pending: the renew is moot
+    assert drain(q) == [(REGISTER, "newer")]
+
+
+def test_clear_counts_as_dropped() -> None:
+    q = PeerQueue()
+    for i in range(5):
+        q.push(op(RENEW, f"h{i}"))
+    assert q.clear() == 5 and q.dropped == 5 and q.pop() is None
+
+
+def test_builders_send_what_the_go_peers_expect() -> None:
+    ins = Instance(
+        region="r",
+        zone="z",
+        env="dev",
+        appid="a",
+        hostname="h",
+        addrs=["http://x:1", "grpc://x:2"],
+        version="v",
+        metadata={"w": "1"},
+        status=1,
+        reg_timestamp=1,
+        dirty_timestamp=2,
+        latest_timestamp=3,
+    )
+    reg = dict_multi(register_op(ins, replication=True).params)
+    assert reg["addrs"] == ["http://x:1", "grpc://x:2"]  # repeated keys, not comma-joined
+    assert reg["replication"] == ["true"] and reg["from_zone"] == ["true"]
+    assert reg["metadata"] == ['{"w":"1"}'] and reg["dirty_timestamp"] == ["2"]
+    assert dict_multi(renew_op(ins, replication=False).params)["replication"] == ["false"]
+    assert dict_multi(cancel_op(ins, replication=True).params)["latest_timestamp"] == ["3"]
+    s = dict_multi(
+        set_op(
+            region="r",
+            zone="z",
+            env="dev",
+            appid="a",
+            changes=[("h1", 2, None), ("h2", 1, None)],
+            set_timestamp=9,
+            replication=True,
+        ).params
+    )
+    assert s["hostname"] == ["h1", "h2"] and s["status"] == ["2", "1"] and "metadata" not in s
+
+
+def dict_multi(params: list[tuple[str, str]]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for k, v in params:
+        out.setdefault(k, []).append(v)
+    return out
