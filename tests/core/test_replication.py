@@ -122,3 +122,24 @@ def dict_multi(params: list[tuple[str, str]]) -> dict[str, list[str]]:
     for k, v in params:
         out.setdefault(k, []).append(v)
     return out
+
+
+def test_pop_skips_lanes_in_flight_keeping_per_instance_order() -> None:
+    from discoverd.core.replication import lane
+
+    q = PeerQueue()
+    q.push(op(REGISTER, "h1", "g1"))
+    q.push(op(SET, "", "s1"))
+    q.push(op(RENEW, "h2", "r2"))
+    q.push(op(SET, "", "s2"))
+    first = q.pop()
+    assert first is not None and first.params[0][1] == "g1"
+    busy = {lane(first)}
+    q.push(op(CANCEL, "h1", "c1"))  # h1 is in flight: its cancel must wait
+    second = q.pop(busy)
+    assert second is not None and second.params[0][1] == "s1"
+    busy.add(lane(second))
+    third = q.pop(busy)
+    assert third is not None and third.params[0][1] == "r2"  # not s2: the set lane is busy
+    assert q.pop({*busy, lane(third)}) is None
+    assert drain(q) == [(SET, "s2"), (CANCEL, "c1")]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 from collections import OrderedDict
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 import orjson
@@ -101,11 +102,22 @@ class PeerQueue:
             self._renews.move_to_end(op.key, last=False)
         self._enforce_limit()
 
-    def pop(self) -> PeerOp | None:
-        """The oldest pending operation, or ``None``."""
+    def pop(self, busy: Collection[object] = ()) -> PeerOp | None:
+        """The oldest pending operation whose :func:`lane` is not in ``busy``, or ``None``.
+
+        Several senders may work on one peer: each passes the lanes in flight, so two operations on
+        the same instance (or two ``set``s) are never sent concurrently and stay in order.
+        """
         if not self._ops:
             return None
-        (action, key), op = self._ops.popitem(last=False)
+        if busy:
+            slot = next((s for s, o in self._ops.items() if lane(o) not in busy), None)
+            if slot is None:
+                return None
+            op = self._ops.pop(slot)
+            action, key = slot
+        else:
+            (action, key), op = self._ops.popitem(last=False)
         if action == RENEW:
             del self._renews[key]
         return op
@@ -133,6 +145,11 @@ class PeerQueue:
                 if action == RENEW:  # pragma: no cover - every pending renew is in _renews
                     del self._renews[key]
             self.dropped += 1
+
+
+def lane(op: PeerOp) -> object:
+    """What must not be in flight twice: the instance, or the one lane of all ``set`` operations."""
+    return op.key if op.key is not None and op.action != SET else SET
 
 
 def _bool(value: bool) -> str:

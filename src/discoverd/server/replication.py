@@ -24,7 +24,7 @@ import aiohttp
 import orjson
 
 from discoverd.core.backoff import Backoff
-from discoverd.core.replication import CANCEL, REGISTER, RENEW, PeerOp, PeerQueue, register_op
+from discoverd.core.replication import CANCEL, REGISTER, RENEW, PeerOp, PeerQueue, lane, register_op
 from discoverd.errors import BadRequest
 from discoverd.model import Instance
 
@@ -48,7 +48,9 @@ class Peer:
     sent: int = 0
     failed: int = 0
     wake: asyncio.Event = field(default_factory=asyncio.Event)
-    task: asyncio.Task[None] | None = None
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    busy: set[object] = field(default_factory=set)
+    """Lanes (instances, or all sets) with an operation in flight."""
 
     @property
     def addr(self) -> str:
@@ -73,10 +75,13 @@ class Replicator:
         adopt: Callable[[Instance], None],
         rng: random.Random | None = None,
         request_timeout: float = 5.0,
+        senders: int = 4,
     ) -> None:
         self.zone = zone
         self.me = me
         self.queue_limit = queue_limit
+        self.senders = senders
+        """Concurrent requests per peer (one per instance at a time)."""
         self._spawn = spawn
         self._local_copy = local_copy
         self._adopt = adopt
@@ -115,13 +120,13 @@ class Replicator:
                 peer.addrs = [a for a in peer.addrs if a in addrs] + [a for a in addrs if a not in peer.addrs]
 
     def _start(self, peer: Peer) -> Peer:
-        peer.task = self._spawn(self._worker(peer))
+        peer.tasks = [self._spawn(self._worker(peer)) for _ in range(self.senders)]
         return peer
 
     def _drop(self, peer: Peer) -> None:
         peer.queue.clear()
-        if peer.task is not None:
-            peer.task.cancel()
+        for task in peer.tasks:
+            task.cancel()
 
     def nodes(self) -> list[dict[str, Any]]:
         """``/discovery/nodes``: this zone's nodes with their status (self is UP)."""
@@ -159,13 +164,21 @@ class Replicator:
         return self._session
 
     async def _worker(self, peer: Peer) -> None:
+        """One of the peer's senders: operations on one instance never overlap (see ``lane``)."""
         while True:
-            op = peer.queue.pop()
+            op = peer.queue.pop(peer.busy)
             if op is None:
                 peer.wake.clear()
                 await peer.wake.wait()
                 continue
-            if await self._send(peer, op):
+            busy = lane(op)
+            peer.busy.add(busy)
+            try:
+                sent = await self._send(peer, op)
+            finally:
+                peer.busy.discard(busy)
+                peer.wake.set()  # an operation that waited for this lane may go now
+            if sent:
                 continue
             op.attempts += 1
             peer.failed += 1
@@ -251,8 +264,8 @@ class Replicator:
 
     async def aclose(self) -> None:
         for peer in (*self.own.values(), *self.remote.values()):
-            if peer.task is not None:
-                peer.task.cancel()
+            for task in peer.tasks:
+                task.cancel()
         if self._session is not None:
             session, self._session = self._session, None
             await session.close()
