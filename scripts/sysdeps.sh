@@ -1,12 +1,12 @@
 #!/bin/sh
 # Installs the system packages a target needs, only when missing, through apt-get.
-#   scripts/sysdeps.sh test    what the test-suite needs
+#   scripts/sysdeps.sh test    what the test-suite needs (redis-server)
 #   scripts/sysdeps.sh bench   what the benchmarks need (wrk)
 # Needs root (or sudo) when something is missing; prints what it installs.
 set -eu
 need=""
 case "${1:-test}" in
-  test) ;;  # the suite needs nothing outside the venv yet
+  test) command -v redis-server >/dev/null 2>&1 || need="$need redis-server" ;;  # tests/backends: a real Redis
   bench) command -v wrk >/dev/null 2>&1 || need="$need wrk" ;;
   *) echo "usage: $0 test|bench" >&2; exit 2 ;;
 esac

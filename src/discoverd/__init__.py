@@ -7,6 +7,7 @@ go-micro-style registry interface with interchangeable backends, and a registry 
 from discoverd.backends.base import Registry, RegistryClosed, WatchOverflow
 from discoverd.backends.cache import CachedRegistry
 from discoverd.backends.memory import MemoryRegistry
+from discoverd.backends.redis import RedisRegistry
 from discoverd.client.async_client import AsyncClient
 from discoverd.client.caller import AsyncCaller, CalleeConfig, CallFailed, CallResult, Route
 from discoverd.client.config import ClientConfig
@@ -65,6 +66,7 @@ __all__ = [
     "NotFound",
     "NotModified",
     "ProtocolError",
+    "RedisRegistry",
     "RegState",
     "Registration",
     "Registry",

@@ -15,20 +15,29 @@ import pytest
 from discoverd.backends.base import Registry
 from discoverd.backends.cache import CachedRegistry
 from discoverd.backends.memory import MemoryRegistry
+from discoverd.backends.redis import RedisConfig, RedisRegistry
 from discoverd.client.config import ClientConfig
 from discoverd.client.registry import DiscoverdRegistry
+from discoverd.core.backoff import Backoff
 from discoverd.model import Event, Instance
 from discoverd.testing import fast_config, running_node
+from tests.backends.redis_server import redis_server
 
 CLIENT = ClientConfig(
     renew_interval=1.0, request_timeout=2.0, start_timeout=3.0, backoff_base=0.05, backoff_cap=0.2
 )
 
-#: Every backend the contract suite runs against ("cached" = CachedRegistry over a MemoryRegistry;
-#: "discoverd" = DiscoverdRegistry on a real node on loopback).
-BACKENDS = ["memory", "cached", "discoverd"]
+#: Fast reconnection for the Redis tests (the default backoff caps at 5 s).
+REDIS = RedisConfig(heartbeat=1.0, timeout=2.0, backoff=Backoff(base=0.05, cap=0.3))
 
-#: Backends whose ``register(ttl=...)`` lapses after a short ttl (those with their own heartbeat don't).
+#: Every backend the contract suite runs against ("cached" = CachedRegistry over a MemoryRegistry;
+#: "discoverd" = DiscoverdRegistry on a real node on loopback; "redis" = RedisRegistry on a real
+#: redis-server started for the test on a free loopback port).
+BACKENDS = ["memory", "cached", "discoverd", "redis"]
+
+#: Backends whose ``register(ttl=...)`` lapses after a short ttl (those with their own heartbeat don't:
+#: discoverd, and redis, whose provider keeps its 10 s liveness key fresh until deregister/orphan; its
+#: lapse is tested in tests/backends/test_redis.py with the protocol's real 10 s key).
 SHORT_TTL = {"memory", "cached"}
 
 
@@ -39,6 +48,14 @@ async def open_backend(name: str) -> AsyncIterator[Registry]:
         async with running_node(fast_config()) as node:
             url = f"discoverd://{node.address}?env=dev&zone=sh001&region=sh&hostname=contract"
             reg: Registry = DiscoverdRegistry(url, config=CLIENT)
+            try:
+                yield reg
+            finally:
+                await reg.aclose()
+        return
+    if name == "redis":
+        with redis_server() as server:
+            reg = RedisRegistry(server.url(), config=REDIS)
             try:
                 yield reg
             finally:

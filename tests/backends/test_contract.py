@@ -199,7 +199,9 @@ async def test_open_registry_by_url() -> None:
     await remote.aclose()  # never started: nothing to stop
     for bad in (
         "nope://x",
-        "redis://127.0.0.1:6379",
+        "redis://127.0.0.1:6379?colour=red",
+        "redis://127.0.0.1:notaport",
+        "gossip://127.0.0.1:7946",
         "discoverd://",
         "discoverd://h:1?colour=red",
         "memory://?x=1",

@@ -2,7 +2,10 @@
 
 * ``memory://`` — :class:`~discoverd.backends.memory.MemoryRegistry`, in-process (the embedded default);
 * ``discoverd://host:port[,host:port]?env=&zone=&region=&hostname=`` —
-  :class:`~discoverd.client.registry.DiscoverdRegistry`, a discoverd / bilibili-discovery cluster.
+  :class:`~discoverd.client.registry.DiscoverdRegistry`, a discoverd / bilibili-discovery cluster;
+* ``redis://[:password@]host:port[/db]?app=&heartbeat=&reap=&timeout=`` —
+  :class:`~discoverd.backends.redis.RedisRegistry`, wire-compatible with apigo/ssgo discover (db 15
+  by default).
 
 Add ``?cache=SECONDS`` to any URL to wrap the backend in a
 :class:`~discoverd.backends.cache.CachedRegistry` with that TTL (it then owns the backend).
@@ -15,6 +18,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from discoverd.backends.base import Registry
 from discoverd.backends.cache import CachedRegistry
 from discoverd.backends.memory import MemoryRegistry
+from discoverd.backends.redis import RedisRegistry
 from discoverd.client.registry import DiscoverdRegistry
 from discoverd.errors import ConfigError
 
@@ -35,10 +39,14 @@ def open_registry(url: str = "memory://") -> Registry:
         registry: Registry = MemoryRegistry()
     elif parts.scheme == "discoverd":
         registry = DiscoverdRegistry(bare)
-    elif parts.scheme in ("redis", "gossip"):
+    elif parts.scheme == "redis":
+        registry = RedisRegistry(bare)
+    elif parts.scheme == "gossip":
         raise ConfigError(f"{url!r}: the {parts.scheme} backend is not available yet")
     else:
-        raise ConfigError(f"{url!r}: unknown registry scheme {parts.scheme!r} (memory://, discoverd://)")
+        raise ConfigError(
+            f"{url!r}: unknown registry scheme {parts.scheme!r} (memory://, discoverd://, redis://)"
+        )
     if cache:
         try:
             ttl = float(cache[0])

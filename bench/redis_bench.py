@@ -1,0 +1,201 @@
+"""Redis backend benchmarks: change propagation between processes, and Redis commands per instance.
+
+    .venv/bin/python bench/redis_bench.py                      # both (about 45 s)
+    .venv/bin/python bench/redis_bench.py propagation --changes 500
+    .venv/bin/python bench/redis_bench.py cost --instances 100 --window 10
+
+Starts its own ``redis-server`` on 127.0.0.1 (a free port found by binding port 0; ``--save ''
+--appendonly no``) and stops it by PID; ``propagation`` also starts one provider child process (this
+script with ``--provider``), stopped by PID. Only loopback traffic.
+
+* **propagation** — the child registers one new instance every ``--gap`` ms with ``RedisRegistry``; the
+  parent watches the app with another ``RedisRegistry``. Latency = watch event received in the parent
+  − just before ``register()`` in the child, both on ``time.monotonic()`` (CLOCK_MONOTONIC is one clock
+  for every process of a Linux host). Target: p99 <= 20 ms.
+* **cost** — Redis commands per second per registered instance at steady state, from ``INFO
+  commandstats`` deltas over ``--window`` seconds (minus the INFO calls themselves): a provider with
+  ``--instances`` registrations at heartbeat 1 s and 5 s, then a consumer following the app (reaper at 1 s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+from discoverd.backends.redis import RedisConfig, RedisRegistry
+from discoverd.model import Action, Instance
+
+APP = "bench.svc"
+
+
+def start_redis() -> tuple[subprocess.Popen[bytes], int, tempfile.TemporaryDirectory[str]]:
+    if shutil.which("redis-server") is None:
+        sys.exit("redis-server is missing (make sysdeps)")
+    tmp = tempfile.TemporaryDirectory(prefix="discoverd-bench-redis-")
+    for _ in range(5):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        proc = subprocess.Popen(
+            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", tmp.name, "--loglevel", "warning"],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 10
+        while proc.poll() is None and time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.5) as c:
+                    c.sendall(b"PING\r\n")
+                    if c.recv(16).startswith(b"+PONG"):
+                        return proc, port, tmp
+            except OSError:
+                time.sleep(0.01)
+        stop(proc)
+    sys.exit("redis-server did not start")
+
+
+def stop(proc: subprocess.Popen[bytes] | subprocess.Popen[str]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+def instance(i: int) -> Instance:
+    return Instance(zone="", env="", appid=APP, hostname=f"n{i}", addrs=[f"http://127.0.0.1:{20000 + i}"])
+
+
+async def provider(url: str, changes: int, gap: float) -> None:
+    """The child of ``propagation``: registers ``changes`` instances, printing ``i t_before`` each."""
+    async with RedisRegistry(url) as reg:
+        print("ready", flush=True)
+        sys.stdin.readline()
+        for i in range(changes):
+            t = time.monotonic()
+            await reg.register(instance(i))
+            print(i, t, flush=True)
+            await asyncio.sleep(gap)
+        sys.stdin.readline()
+
+
+def spawn_provider(url: str, changes: int, gap: float) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, __file__, "--provider", url, "--changes", str(changes), "--gap", str(gap)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
+async def propagation(url: str, changes: int, gap: float) -> dict[str, float]:
+    consumer = RedisRegistry(url)
+    w = consumer.watch(APP)
+    await consumer.follow(APP)
+    child = spawn_provider(url, changes, gap)
+    assert child.stdin is not None and child.stdout is not None
+    try:
+        assert (await asyncio.to_thread(child.stdout.readline)).strip() == "ready"
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        received: dict[int, float] = {}
+        async with asyncio.timeout(30 + changes * gap * 2):
+            while len(received) < changes:
+                ev = await anext(w)
+                if ev.action is Action.CREATE:
+                    received[int(ev.instance.addrs[0].rsplit(":", 1)[1]) - 20000] = time.monotonic()
+        lines = [(await asyncio.to_thread(child.stdout.readline)).split() for _ in range(changes)]
+        sent = {int(i): float(t) for i, t in lines}
+        child.stdin.write("done\n")
+        child.stdin.flush()
+        child.wait(10)
+    finally:
+        if child.poll() is None:
+            stop(child)
+        for pipe in (child.stdin, child.stdout):
+            pipe.close()
+        await consumer.aclose()
+    lat = sorted((received[i] - sent[i]) * 1000 for i in range(changes))
+    return {
+        "changes": changes,
+        "p50_ms": statistics.median(lat),
+        "p90_ms": lat[int(0.90 * (len(lat) - 1))],
+        "p99_ms": lat[int(0.99 * (len(lat) - 1))],
+        "max_ms": lat[-1],
+    }
+
+
+async def commands(raw: RedisRegistry) -> int:
+    stats = await raw._redis.info("commandstats")
+    return sum(int(v["calls"]) for k, v in stats.items() if k != "cmdstat_info")
+
+
+async def measure(probe: RedisRegistry, window: float) -> float:
+    """Commands per second over ``window`` seconds (INFO calls excluded)."""
+    before = await commands(probe)
+    await asyncio.sleep(window)
+    return (await commands(probe) - before) / window
+
+
+async def cost(url: str, instances: int, window: float) -> dict[str, float]:
+    probe = RedisRegistry(url)  # only used for INFO
+    out: dict[str, float] = {"instances": instances, "window_s": window}
+    for beat in (1.0, 5.0):
+        reg = RedisRegistry(url, config=RedisConfig(heartbeat=beat))
+        for i in range(instances):
+            await reg.register(instance(i))
+        await asyncio.sleep(beat)  # past the first heartbeat
+        out[f"provider_hb{beat:g}s_per_instance_per_s"] = await measure(probe, window) / instances
+        if beat == 5.0:
+            consumer = RedisRegistry(url)
+            await consumer.follow(APP)
+            await asyncio.sleep(1.0)
+            both = await measure(probe, window) / instances
+            out["consumer_reap1s_per_instance_per_s"] = both - out["provider_hb5s_per_instance_per_s"]
+            await consumer.aclose()
+        await reg.aclose()
+    await probe.aclose()
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("which", nargs="*", default=["propagation", "cost"])
+    ap.add_argument("--changes", type=int, default=500)
+    ap.add_argument("--gap", type=float, default=0.01, help="seconds between registrations")
+    ap.add_argument("--instances", type=int, default=100)
+    ap.add_argument("--window", type=float, default=10.0)
+    ap.add_argument("--provider", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.provider:
+        asyncio.run(provider(args.provider, args.changes, args.gap))
+        return
+    proc, port, tmp = start_redis()
+    url = f"redis://127.0.0.1:{port}"
+    try:
+        if "propagation" in args.which:
+            r = asyncio.run(propagation(url, args.changes, args.gap))
+            print("propagation", " ".join(f"{k}={v:.2f}" for k, v in r.items()), flush=True)
+        if "cost" in args.which:
+            c = asyncio.run(cost(url, args.instances, args.window))
+            print("cost", " ".join(f"{k}={v:.3f}" for k, v in c.items()), flush=True)
+    finally:
+        stop(proc)
+        tmp.cleanup()
+    print(
+        f"redis-server pid {proc.pid} stopped; python {sys.version.split()[0]} pid {os.getpid()}",
+        file=sys.stderr,
+    )
+
+
+if __name__ == "__main__":
+    main()
