@@ -8,6 +8,15 @@ from pathlib import Path
 from discoverd.testing import ServerProcess
 from tests.cluster.conftest import eventually, get, hosts, register
 
+
+def contains(path: Path, needle: bytes) -> bool:
+    """Whether the snapshot holds ``needle`` (it is briefly absent while a save swaps files)."""
+    try:
+        return needle in path.read_bytes()
+    except FileNotFoundError:
+        return False
+
+
 ARGS = ["--hostname", "snap", "--env", "dev", "--zone", "sh001", "--snapshot-interval", "0.1"]
 
 
@@ -18,7 +27,7 @@ def test_restore_after_kill_keeps_instances_and_versions(tmp_path: Path) -> None
             assert register(srv.addr, f"h{i:02d}", metadata='{"weight":"5"}')["code"] == 0
         before = get(srv.addr, "fetch", env="dev", appid="svc", status="3")["data"]
         snapshot = data / "registry.snapshot"
-        eventually(lambda: snapshot.exists() and b"h19" in snapshot.read_bytes(), what="snapshot written")
+        eventually(lambda: contains(snapshot, b"h19"), what="snapshot written")
         addr = srv.addr
         srv.kill()
     with ServerProcess(
@@ -48,9 +57,9 @@ def test_corrupt_snapshot_is_set_aside_and_the_previous_one_used(tmp_path: Path)
     with ServerProcess([*ARGS, "--data-dir", str(data)]) as srv:
         register(srv.addr, "good")
         snapshot = data / "registry.snapshot"
-        eventually(lambda: snapshot.exists() and b"good" in snapshot.read_bytes(), what="first snapshot")
+        eventually(lambda: contains(snapshot, b"good"), what="first snapshot")
         register(srv.addr, "newer")
-        eventually(lambda: b"newer" in snapshot.read_bytes(), what="second snapshot")
+        eventually(lambda: contains(snapshot, b"newer"), what="second snapshot")
         addr = srv.addr
         srv.kill()
     snapshot.write_bytes(snapshot.read_bytes()[:-40])  # truncated, as by a crash mid-copy
