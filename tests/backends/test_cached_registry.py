@@ -9,7 +9,8 @@ import pytest
 
 from discoverd.backends.base import Registry, RegistryClosed
 from discoverd.backends.cache import CachedRegistry
-from discoverd.backends.memory import MemoryRegistry, MemoryWatch
+from discoverd.backends.memory import MemoryRegistry
+from discoverd.backends.watch import Watch
 from discoverd.core.cache import Backoff, Jitter
 from discoverd.errors import Unavailable
 from discoverd.model import Event, Instance
@@ -17,9 +18,9 @@ from tests.backends.conftest import FakeClock, inst, until
 
 
 class Relay(AsyncIterator[Event]):
-    """A watch of the fake: relays a MemoryWatch until the test breaks it with an error."""
+    """A watch of the fake: relays a Watch until the test breaks it with an error."""
 
-    def __init__(self, inner: MemoryWatch) -> None:
+    def __init__(self, inner: Watch) -> None:
         self.inner = inner
         self.broken: Exception | None = None
 

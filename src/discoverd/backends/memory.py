@@ -24,12 +24,11 @@ import heapq
 import itertools
 import math
 import time
-import weakref
-from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from discoverd.backends.base import Registry, RegistryClosed, WatchOverflow
+from discoverd.backends.base import Registry, RegistryClosed
+from discoverd.backends.watch import Watch, WatchHub
 from discoverd.errors import BadRequest
 from discoverd.model import Action, Event, Instance, diff_instances
 
@@ -61,11 +60,10 @@ class MemoryRegistry(Registry):
         if watch_queue < 1:
             raise ValueError("watch_queue must be >= 1")
         self._clock = clock
-        self._watch_queue = watch_queue
         self._apps: dict[str, dict[str, _Record]] = {}
         self._heap: list[tuple[float, int, str, str]] = []
         self._seq = itertools.count()
-        self._watchers: weakref.WeakSet[MemoryWatch] = weakref.WeakSet()
+        self._hub = WatchHub(watch_queue)
         self._timer: asyncio.TimerHandle | None = None
         self._timer_due = math.inf
         self._closed = False
@@ -78,7 +76,7 @@ class MemoryRegistry(Registry):
     @property
     def watchers(self) -> int:
         """The number of watch iterators currently receiving events."""
-        return len(self._watchers)
+        return len(self._hub)
 
     async def __aenter__(self) -> MemoryRegistry:
         return self
@@ -123,13 +121,11 @@ class MemoryRegistry(Registry):
         self._expire(self._clock())
         return sorted(self._apps)
 
-    def watch(self, appid: str | None = None) -> MemoryWatch:
+    def watch(self, appid: str | None = None) -> Watch:
         """Events of ``appid`` (or of every app) from now on; see the module docstring for overflow."""
         self._check_open()
         self._expire(self._clock())
-        w = MemoryWatch(self, appid, self._watch_queue)
-        self._watchers.add(w)
-        return w
+        return self._hub.watch(appid)
 
     def expire(self) -> int:
         """Remove the registrations whose TTL has lapsed at ``clock()`` now; returns how many.
@@ -148,9 +144,7 @@ class MemoryRegistry(Registry):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        for w in list(self._watchers):
-            w._finish(None, discard=True)
-        self._watchers.clear()
+        self._hub.close()
         self._apps.clear()
         self._heap.clear()
 
@@ -200,68 +194,7 @@ class MemoryRegistry(Registry):
         self._arm(now)
 
     def _publish(self, event: Event) -> None:
-        appid = event.instance.appid
-        for w in list(self._watchers):
-            if w.appid is None or w.appid == appid:
-                w._offer(Event(event.action, event.instance.copy()))
-
-
-class MemoryWatch(AsyncIterator[Event]):
-    """One watcher of a :class:`MemoryRegistry`: an async iterator of :class:`Event`.
-
-    Ends (``StopAsyncIteration``) after :meth:`aclose` or when the registry closes; raises
-    :class:`WatchOverflow` once after draining the events queued before an overflow. Meant for one
-    consumer task at a time. A watcher dropped without ``aclose`` is forgotten when garbage-collected.
-    """
-
-    def __init__(self, registry: MemoryRegistry, appid: str | None, maxsize: int) -> None:
-        self._registry = registry
-        self.appid = appid
-        self._maxsize = maxsize
-        self._pending: deque[Event] = deque()
-        self._wakeup = asyncio.Event()
-        self._done = False
-        self._error: BaseException | None = None
-
-    def __repr__(self) -> str:
-        state = "ended" if self._done else "open"
-        return f"<MemoryWatch appid={self.appid!r} {state} pending={len(self._pending)}>"
-
-    async def __anext__(self) -> Event:
-        while True:
-            if self._pending:
-                return self._pending.popleft()
-            if self._done:
-                error, self._error = self._error, None
-                if error is not None:
-                    raise error
-                raise StopAsyncIteration
-            self._wakeup.clear()
-            await self._wakeup.wait()
-
-    async def aclose(self) -> None:
-        """Stop watching; pending events are dropped. Idempotent."""
-        self._finish(None, discard=True)
-
-    def _offer(self, event: Event) -> None:
-        if self._done:
-            return
-        if len(self._pending) >= self._maxsize:
-            self._finish(WatchOverflow(f"watcher fell {self._maxsize} events behind; events were lost"))
-            return
-        self._pending.append(event)
-        self._wakeup.set()
-
-    def _finish(self, error: BaseException | None, *, discard: bool = False) -> None:
-        if discard:
-            self._pending.clear()
-            self._error = None
-        if self._done:
-            return
-        self._done = True
-        self._error = error
-        self._registry._watchers.discard(self)
-        self._wakeup.set()
+        self._hub.publish([event])
 
 
 def _validate(instance: Instance, ttl: float | None) -> None:

@@ -53,7 +53,7 @@ from discoverd.backends.redis_state import (
     node_weight,
     parse_message,
 )
-from discoverd.backends.redis_watch import RedisWatch, WatchHub
+from discoverd.backends.watch import Watch, WatchHub
 from discoverd.core.backoff import Backoff
 from discoverd.errors import BadRequest, ConfigError, Unavailable
 from discoverd.model import Instance
@@ -270,7 +270,7 @@ class RedisRegistry(Registry):
             return sorted(known)
         return sorted(known | hashes)
 
-    def watch(self, appid: str | None = None) -> RedisWatch:
+    def watch(self, appid: str | None = None) -> Watch:
         """Events of ``appid`` (or of every app) from now on; follows the app(s) in the background."""
         self._check_open()
         w = self._hub.watch(appid)

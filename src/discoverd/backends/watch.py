@@ -1,13 +1,14 @@
-"""Watch iterators of the Redis backend: a hub that fans events out to bounded per-watcher queues.
+"""Watch iterators shared by the backends: a hub that fans events out to bounded per-watcher queues.
 
-Same semantics as :class:`~discoverd.backends.memory.MemoryWatch`: a watcher sees the events published
-after it was created, each as its own copy; publishing never waits; a watcher more than ``maxsize`` events
-behind stops receiving, drains what it had, then raises :class:`WatchOverflow`. No redis here.
+A watcher sees the events published after it was created, each as its own copy; publishing never
+waits; a watcher more than ``maxsize`` events behind stops receiving, drains what it had, then raises
+:class:`WatchOverflow`. A watcher dropped without ``aclose`` is forgotten when garbage-collected.
 """
 
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections import deque
 from collections.abc import AsyncIterator
 
@@ -22,13 +23,13 @@ class WatchHub:
         if maxsize < 1:
             raise ValueError("watch_queue must be >= 1")
         self._maxsize = maxsize
-        self._watchers: set[RedisWatch] = set()
+        self._watchers: weakref.WeakSet[Watch] = weakref.WeakSet()
 
     def __len__(self) -> int:
         return len(self._watchers)
 
-    def watch(self, appid: str | None) -> RedisWatch:
-        w = RedisWatch(self, appid, self._maxsize)
+    def watch(self, appid: str | None) -> Watch:
+        w = Watch(self, appid, self._maxsize)
         self._watchers.add(w)
         return w
 
@@ -45,7 +46,7 @@ class WatchHub:
         self._watchers.clear()
 
 
-class RedisWatch(AsyncIterator[Event]):
+class Watch(AsyncIterator[Event]):
     """One watcher: an async iterator of :class:`Event` for one app (or all); :meth:`aclose` stops it.
 
     Ends (``StopAsyncIteration``) after :meth:`aclose` or when the registry closes. One consumer task.
@@ -62,7 +63,7 @@ class RedisWatch(AsyncIterator[Event]):
 
     def __repr__(self) -> str:
         state = "ended" if self._done else "open"
-        return f"<RedisWatch appid={self.appid!r} {state} pending={len(self._pending)}>"
+        return f"<Watch appid={self.appid!r} {state} pending={len(self._pending)}>"
 
     async def __anext__(self) -> Event:
         while True:
