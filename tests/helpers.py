@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -41,3 +44,11 @@ class Wire:
         }
         body, _ = await self.post("register", params)
         return body
+
+
+async def eventually(check: Callable[[], bool], within: float = 5.0, what: str = "condition") -> None:
+    """Poll ``check`` until it holds (no blind sleep); fails the test after ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.01)

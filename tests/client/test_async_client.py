@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
@@ -15,7 +15,7 @@ from discoverd.client.config import ClientConfig
 from discoverd.client.registration import RegState
 from discoverd.server.runner import Node
 from discoverd.testing import ServerProcess, fast_config, running_node
-from tests.helpers import Wire
+from tests.helpers import Wire, eventually
 
 FAST = ClientConfig(
     renew_interval=0.3,
@@ -29,13 +29,6 @@ FAST = ClientConfig(
 
 def client(*nodes: str, host: str = "c1", config: ClientConfig = FAST) -> AsyncClient:
     return AsyncClient(list(nodes), env="dev", zone="sh001", region="sh", hostname=host, config=config)
-
-
-async def eventually(check: Callable[[], bool], within: float = 5.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + within
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.01)
 
 
 @pytest.fixture

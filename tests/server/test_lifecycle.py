@@ -4,20 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 
 import aiohttp
 
 from discoverd.server.runner import Node
 from discoverd.testing import ServerProcess, fast_config, running_node
-from tests.helpers import Wire
-
-
-async def eventually(check: Callable[[], bool], within: float = 5.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + within
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.01)
+from tests.helpers import Wire, eventually
 
 
 def hosts(node: Node, appid: str) -> set[str]:

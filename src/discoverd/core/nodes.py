@@ -38,7 +38,6 @@ class NodeList:
         self.nodes = list(self.seeds)
         self._rng.shuffle(self.nodes)
         self._index = 0
-        self.learned = False
 
     def __repr__(self) -> str:
         return f"NodeList(current={self.current!r}, nodes={self.nodes!r})"
@@ -74,5 +73,4 @@ class NodeList:
         self._rng.shuffle(other)
         self.nodes = own + other + seeds
         self._index = self.nodes.index(current) if current in self.nodes else 0
-        self.learned = True
         return True

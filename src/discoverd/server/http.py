@@ -132,11 +132,6 @@ class HttpRequest:
         value = self.headers.get(name.encode("latin-1"))
         return "" if value is None else value.decode("latin-1")
 
-    @property
-    def open(self) -> bool:
-        """False once the client has gone away."""
-        return not self._conn.closed
-
     def respond(self, response: bytes) -> None:
         """Answer a deferred request (a no-op if the connection is gone). Call at most once."""
         self._conn.finish(self, response)
