@@ -51,7 +51,7 @@ def main() -> int:
         mod = ".".join(rel.parts)
         mine = layer(mod if mod.count(".") else mod + ".__init__")
         if path.name == "__init__.py" and path.parent != ROOT:
-            mine = path.parent.name
+            mine = rel.parts[1]
         for imp in imports(path):
             if imp.split(".")[0] in FORBIDDEN_IN_CORE and mine == "core":
                 errors.append(f"{mod}: core must stay I/O-free but imports {imp}")

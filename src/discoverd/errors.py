@@ -10,7 +10,9 @@ Every error discoverd raises derives from :class:`DiscoverdError`::
     │   ├── Conflict           -409  a peer holds a newer copy
     │   ├── ServerError        -500  node in start-up protect, or internal failure
     │   └── Unavailable        -503  no node could be reached
-    └── NotModified            -304  long poll held until timeout (control flow, not a failure)
+    ├── NotModified            -304  long poll held until timeout (control flow, not a failure)
+    └── GossipError            a memberlist / go-micro gossip failure (join refused, key mismatch …)
+        └── GossipDecodeError  a malformed, truncated, undecryptable or oversized gossip message
 
 The mapping between codes and classes lives in one table, :data:`CODE_TO_ERROR`, and is used at the
 boundary only (decoding answers from a server, encoding answers of the server).
@@ -86,6 +88,15 @@ class NotModified(DiscoverdError):
     """-304: a long poll was held until its timeout and nothing changed."""
 
     code = NOT_MODIFIED
+
+
+class GossipError(DiscoverdError):
+    """A memberlist / go-micro gossip failure: no seed could be joined, a peer refused us, a bad key."""
+
+
+class GossipDecodeError(GossipError):
+    """A gossip packet or stream that cannot be decoded: malformed, truncated, failed CRC or decryption,
+    oversized. The node drops it (and, on TCP, answers ``errMsg``); it never stops the node."""
 
 
 CODE_TO_ERROR: Final[dict[int, type[ProtocolError]]] = {

@@ -14,6 +14,7 @@ import pytest
 
 from discoverd.backends.base import Registry
 from discoverd.backends.cache import CachedRegistry
+from discoverd.backends.gossip.registry import GossipRegistry
 from discoverd.backends.memory import MemoryRegistry
 from discoverd.backends.redis import RedisConfig, RedisRegistry
 from discoverd.client.config import ClientConfig
@@ -32,13 +33,14 @@ REDIS = RedisConfig(heartbeat=1.0, timeout=2.0, backoff=Backoff(base=0.05, cap=0
 
 #: Every backend the contract suite runs against ("cached" = CachedRegistry over a MemoryRegistry;
 #: "discoverd" = DiscoverdRegistry on a real node on loopback; "redis" = RedisRegistry on a real
-#: redis-server started for the test on a free loopback port).
-BACKENDS = ["memory", "cached", "discoverd", "redis"]
+#: redis-server started for the test on a free loopback port; "gossip" = GossipRegistry, a memberlist
+#: node on a free loopback port).
+BACKENDS = ["memory", "cached", "discoverd", "redis", "gossip"]
 
 #: Backends whose ``register(ttl=...)`` lapses after a short ttl (those with their own heartbeat don't:
 #: discoverd, and redis, whose provider keeps its 10 s liveness key fresh until deregister/orphan; its
 #: lapse is tested in tests/backends/test_redis.py with the protocol's real 10 s key).
-SHORT_TTL = {"memory", "cached"}
+SHORT_TTL = {"memory", "cached", "gossip"}
 
 
 @contextlib.asynccontextmanager
@@ -65,6 +67,8 @@ async def open_backend(name: str) -> AsyncIterator[Registry]:
         reg = MemoryRegistry()
     elif name == "cached":
         reg = CachedRegistry(MemoryRegistry(), own=True)
+    elif name == "gossip":
+        reg = GossipRegistry("gossip://127.0.0.1:0?name=contract")
     else:
         raise ValueError(f"unknown backend {name!r}")
     try:

@@ -5,7 +5,10 @@
   :class:`~discoverd.client.registry.DiscoverdRegistry`, a discoverd / bilibili-discovery cluster;
 * ``redis://[:password@]host:port[/db]?app=&heartbeat=&reap=&timeout=`` —
   :class:`~discoverd.backends.redis.RedisRegistry`, wire-compatible with apigo/ssgo discover (db 15
-  by default).
+  by default);
+* ``gossip://host:port?join=h:p,…&secret=KEY&preset=local|lan|wan`` —
+  :class:`~discoverd.backends.gossip.registry.GossipRegistry`, a memberlist node speaking the go-micro
+  gossip registry (no server; see that module for every parameter).
 
 Add ``?cache=SECONDS`` to any URL to wrap the backend in a
 :class:`~discoverd.backends.cache.CachedRegistry` with that TTL (it then owns the backend).
@@ -17,6 +20,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from discoverd.backends.base import Registry
 from discoverd.backends.cache import CachedRegistry
+from discoverd.backends.gossip.registry import GossipRegistry
 from discoverd.backends.memory import MemoryRegistry
 from discoverd.backends.redis import RedisRegistry
 from discoverd.client.registry import DiscoverdRegistry
@@ -42,10 +46,10 @@ def open_registry(url: str = "memory://") -> Registry:
     elif parts.scheme == "redis":
         registry = RedisRegistry(bare)
     elif parts.scheme == "gossip":
-        raise ConfigError(f"{url!r}: the {parts.scheme} backend is not available yet")
+        registry = GossipRegistry(bare)
     else:
         raise ConfigError(
-            f"{url!r}: unknown registry scheme {parts.scheme!r} (memory://, discoverd://, redis://)"
+            f"{url!r}: unknown registry scheme {parts.scheme!r} (memory://, discoverd://, redis://, gossip://)"
         )
     if cache:
         try:

@@ -1,0 +1,526 @@
+"""A memberlist-compatible SWIM node on asyncio (spec ``memberlist-gomicro.md`` Part 1).
+
+:class:`MemberlistNode` speaks HashiCorp memberlist 0.2.x on one UDP socket and one TCP listener sharing a
+port: probing with indirect probes, nacks and the TCP fallback ping, Lifeguard suspicion and awareness,
+gossip of membership messages and user broadcasts, push/pull state exchange, join and graceful leave,
+AES-GCM keyrings and LZW compression. The rules live in :mod:`discoverd.core.gossip` (the member table, the
+broadcast queue, the codecs); this module does the I/O and the timers.
+
+Lifecycle: ``await node.start()`` (binds, announces itself, starts its loops in one task group), then
+``await node.join(["host:port"])``; ``await node.leave()`` tells the cluster and waits until the news went
+out; ``await node.shutdown()`` stops everything without a word (peers detect the failure). ``async with``
+does start … leave + shutdown. A stopped node cannot be restarted.
+
+Task-safety: all methods run on the node's event loop. Membership changes are published to every iterator
+returned by :meth:`MemberlistNode.events` (async iterators; nothing runs on internal threads). The delegate's
+methods (:class:`Delegate`) are called on the loop and must not block.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import random
+import socket
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from typing import Self
+
+from discoverd.backends.gossip.probe import Prober
+from discoverd.backends.gossip.sender import PacketSender
+from discoverd.backends.gossip.streams import read_message, write_error, write_message
+from discoverd.backends.gossip.transport import Addr, NetTransport, Stream, Transport
+from discoverd.core.gossip.broadcast import TransmitLimitedQueue
+from discoverd.core.gossip.config import GossipConfig
+from discoverd.core.gossip.framing import (
+    PushPull,
+    UserStream,
+    decode_packet,
+    encode_push_pull,
+    encode_user_stream,
+)
+from discoverd.core.gossip.keyring import ENCRYPT_OVERHEAD, Keyring
+from discoverd.core.gossip.members import Effects, Member, MemberEvent, MemberTable, ip_bytes, ip_text
+from discoverd.core.gossip.messages import (
+    Ack,
+    Alive,
+    Dead,
+    ErrResp,
+    IndirectPing,
+    MsgType,
+    Nack,
+    NodeState,
+    Ping,
+    Suspect,
+    decode,
+    encode,
+)
+from discoverd.core.gossip.suspicion import Awareness
+from discoverd.errors import GossipDecodeError, GossipError
+
+log = logging.getLogger("discoverd.gossip")
+
+#: Push/pull exchanges served at once; more are refused (memberlist ``maxPushPullRequests``).
+MAX_PUSH_PULL = 128
+#: Indirect probes relayed at once for other nodes; more are dropped (a flood must not pile up tasks).
+MAX_INDIRECT = 256
+
+
+class Delegate:
+    """What a node asks its owner (memberlist ``Delegate``). The defaults do nothing."""
+
+    def node_meta(self, limit: int) -> bytes:
+        """Our metadata, at most ``limit`` (512) bytes, carried in our alive messages."""
+        return b""
+
+    def notify_msg(self, msg: bytes) -> None:
+        """A user message arrived (broadcast or reliable). May be a duplicate: be idempotent."""
+
+    def get_broadcasts(self, overhead: int, limit: int) -> list[bytes]:
+        """User broadcasts to piggy-back, each costing ``len + overhead``, in total at most ``limit``."""
+        return []
+
+    def local_state(self, join: bool) -> bytes:
+        """Our user state for a push/pull exchange (``join`` tells whether the exchange is a join)."""
+        return b""
+
+    def merge_remote_state(self, buf: bytes, join: bool) -> None:
+        """The peer's user state from a push/pull exchange."""
+
+
+class MemberlistNode:
+    """One memberlist node (see the module docstring)."""
+
+    def __init__(
+        self, config: GossipConfig, delegate: Delegate | None = None, transport: Transport | None = None
+    ) -> None:
+        self.config = config
+        self.name = config.name or f"{socket.gethostname()}-{uuid.uuid4().hex[:12]}"
+        self.delegate = delegate or Delegate()
+        self.transport = transport or NetTransport(config.bind_host, config.bind_port)
+        self.keyring = Keyring(config.keys) if config.keys else None
+        self.rng = random.Random()
+        self.table = MemberTable(config, self.name, self.rng)
+        self.awareness = Awareness(config.awareness_max_multiplier)
+        self.queue = TransmitLimitedQueue(config.retransmit_mult, self.table.num_members)
+        self.user_queue = TransmitLimitedQueue(config.retransmit_mult, self.table.num_members)
+        self.addr: Addr = ("", 0)
+        self.sender = PacketSender(self)
+        self.prober = Prober(self)
+        self._subscribers: list[asyncio.Queue[MemberEvent | None]] = []
+        self._tasks: asyncio.TaskGroup | None = None
+        self._runner: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
+        self._ready = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._push_pulls = 0
+        self._indirect = 0
+        self.stats = {"packets": 0, "bad_packets": 0, "bad_streams": 0, "dropped": 0, "push_pulls": 0}
+        self.closed = False
+
+    def __repr__(self) -> str:
+        return (
+            f"<MemberlistNode {self.name!r} {self.addr[0]}:{self.addr[1]} members={self.table.num_members()}>"
+        )
+
+    # -- lifecycle ----------------------------------------------------------------------------------------
+
+    async def start(self) -> Self:
+        """Bind, announce ourselves (incarnation 1) and start probing, gossiping and push/pull."""
+        if self.closed or self._runner is not None:
+            raise GossipError("a memberlist node can be started once")
+        bound = await self.transport.start(self._on_packet, self._on_stream)
+        host = self.config.advertise_host or bound[0]
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        self.addr = (host, self.config.advertise_port or bound[1])
+        meta = self.delegate.node_meta(512)
+        self._apply(self.table.bootstrap(ip_bytes(host), self.addr[1], meta, self.now()))
+        self._runner = asyncio.get_running_loop().create_task(self._run(), name=f"memberlist {self.name}")
+        await self._ready.wait()
+        return self
+
+    async def _run(self) -> None:
+        try:
+            async with asyncio.TaskGroup() as tg:
+                self._tasks = tg
+                tg.create_task(self.prober.run(self._stop))
+                tg.create_task(self._gossip_loop())
+                tg.create_task(self._timer_loop())
+                if self.config.push_pull_interval > 0:
+                    tg.create_task(self._push_pull_loop())
+                self._ready.set()
+                await self._stop.wait()
+                raise _Stopped
+        except* _Stopped:
+            pass
+        finally:
+            self._ready.set()
+
+    def now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    async def shutdown(self) -> None:
+        """Stop without telling anyone (idempotent). Peers will find out by probing."""
+        if self.closed:
+            return
+        self.closed = True
+        self._stop.set()
+        if self._runner is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._runner
+        await self.transport.close()
+        for q in self._subscribers:
+            q.put_nowait(None)
+
+    async def leave(self, timeout: float = 1.0) -> bool:
+        """Tell the cluster we leave (peers mark us Left); waits until the news was gossiped or ``timeout``.
+
+        Returns False when the broadcast could not be confirmed in time. The node keeps running until
+        :meth:`shutdown`.
+        """
+        if self.closed or self.table.leaving:
+            return True
+        sent = asyncio.Event()
+        effects = self.table.leave(self.now())
+        for name, msg in effects.broadcasts:
+            self.queue.queue(msg, name=name, on_done=sent.set)
+        self._publish(effects.events)
+        if not self.table.others((NodeState.ALIVE, NodeState.SUSPECT)):
+            return True
+        try:
+            async with asyncio.timeout(timeout):
+                await sent.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    async def __aenter__(self) -> Self:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        with contextlib.suppress(GossipError):
+            await self.leave(2 * self.config.gossip_interval + 0.5)
+        await self.shutdown()
+
+    # -- public API ---------------------------------------------------------------------------------------
+
+    async def join(self, seeds: Sequence[str]) -> int:
+        """Push/pull (``join=True``) with every seed (``host:port`` or ``name/host:port``); returns how many
+        answered. Raises :class:`GossipError` when none did."""
+        errors: list[str] = []
+        ok = 0
+        for seed in seeds:
+            try:
+                await self.push_pull(_parse_seed(seed), join=True)
+                ok += 1
+            except (GossipError, OSError, TimeoutError) as e:
+                errors.append(f"{seed}: {e or type(e).__name__}")
+        if not ok and seeds:
+            raise GossipError("failed to join any seed: " + "; ".join(errors))
+        return ok
+
+    def members(self) -> list[Member]:
+        """The live members (alive or suspect), ourselves included, sorted by name."""
+        return self.table.members()
+
+    def num_members(self) -> int:
+        return self.table.num_members()
+
+    @property
+    def health_score(self) -> int:
+        """The Lifeguard awareness score: 0 is healthy; higher stretches our probe interval."""
+        return self.awareness.score
+
+    def events(self) -> AsyncIterator[MemberEvent]:
+        """Membership changes from now on (join / leave / update); ends when the node shuts down."""
+        q: asyncio.Queue[MemberEvent | None] = asyncio.Queue()
+        self._subscribers.append(q)
+
+        async def gen() -> AsyncIterator[MemberEvent]:
+            try:
+                while (ev := await q.get()) is not None:
+                    yield ev
+            finally:
+                with contextlib.suppress(ValueError):
+                    self._subscribers.remove(q)
+
+        return gen()
+
+    def broadcast(self, payload: bytes, name: str | None = None) -> None:
+        """Queue a user broadcast (piggy-backed on gossip and probes, sent a limited number of times)."""
+        self.user_queue.queue(payload, name=name)
+
+    async def send_reliable(self, member: str, payload: bytes) -> None:
+        """Send a user message to ``member`` over TCP."""
+        m = self.table.nodes.get(member)
+        if m is None:
+            raise GossipError(f"unknown member {member!r}")
+        stream = await self.transport.dial((m.host, m.port), self.config.tcp_timeout)
+        try:
+            await self._write(stream, encode_user_stream(payload))
+        finally:
+            stream.close()
+
+    async def update_meta(self) -> None:
+        """Re-read our metadata from the delegate and announce it with a new incarnation."""
+        self._apply(self.table.update_local(self.delegate.node_meta(512), self.now()))
+
+    # -- effects and events -------------------------------------------------------------------------------
+
+    def _apply(self, effects: Effects) -> None:
+        for name, msg in effects.broadcasts:
+            self.queue.queue(msg, name=name)
+        if effects.refuted:
+            self.awareness.apply(effects.refuted)
+        self._publish(effects.events)
+        self._wake.set()
+
+    def _publish(self, events: list[MemberEvent]) -> None:
+        for ev in events:
+            for q in self._subscribers:
+                q.put_nowait(ev)
+
+    def get_broadcasts(self, overhead: int, limit: int) -> list[bytes]:
+        """Membership broadcasts first, then user broadcasts (ours, then the delegate's) in what is left."""
+        msgs = self.queue.get_broadcasts(overhead, limit)
+        avail = limit - sum(len(m) + overhead for m in msgs)
+        user_overhead = overhead + 1
+        if avail > user_overhead:
+            user = self.user_queue.get_broadcasts(user_overhead, avail)
+            avail -= sum(len(m) + user_overhead for m in user)
+            if avail > user_overhead:
+                user += self.delegate.get_broadcasts(user_overhead, avail)
+            msgs += [bytes([MsgType.USER]) + m for m in user if m]
+        return msgs
+
+    # -- incoming packets ---------------------------------------------------------------------------------
+
+    def _on_packet(self, data: bytes, src: Addr) -> None:
+        if self.closed:
+            return
+        self.stats["packets"] += 1
+        try:
+            msgs = decode_packet(
+                data, keyring=self.keyring, verify_incoming=self.config.gossip_verify_incoming
+            )
+            for raw in msgs:
+                self._handle(raw, src)
+        except GossipDecodeError as e:
+            self.stats["bad_packets"] += 1
+            log.debug("%s: dropped a packet from %s:%d: %s", self.name, src[0], src[1], e)
+
+    def _handle(self, raw: bytes, src: Addr) -> None:
+        kind = raw[0]
+        if kind == MsgType.USER:
+            if len(raw) > 1:
+                self.delegate.notify_msg(raw[1:])
+            return
+        if kind not in _PACKET_TYPES:
+            raise GossipDecodeError(f"unexpected message type {kind} in a packet")
+        msg = decode(raw)
+        now = self.now()
+        if isinstance(msg, Ping):
+            if msg.node and msg.node != self.name:
+                return  # meant for a previous process on this address
+            to = (ip_text(msg.source_addr), msg.source_port) if msg.source_addr and msg.source_port else src
+            self.sender.send_msg(to, encode(Ack(seq_no=msg.seq_no)))
+        elif isinstance(msg, IndirectPing):
+            if self._indirect < MAX_INDIRECT and self._tasks is not None:
+                self._indirect += 1
+                self._tasks.create_task(self._relay_indirect(msg, src))
+            else:
+                self.stats["dropped"] += 1
+        elif isinstance(msg, Ack):
+            self.prober.on_ack(msg.seq_no, msg.payload)
+        elif isinstance(msg, Nack):
+            self.prober.on_nack(msg.seq_no)
+        elif isinstance(msg, Alive):
+            if msg.port == 0:  # pre-v2 senders carried no port
+                msg = Alive(
+                    incarnation=msg.incarnation,
+                    node=msg.node,
+                    addr=msg.addr,
+                    port=self.addr[1],
+                    meta=msg.meta,
+                    vsn=msg.vsn,
+                )
+            self._apply(self.table.on_alive(msg, now))
+        elif isinstance(msg, Suspect):
+            self._apply(self.table.on_suspect(msg, now))
+        elif isinstance(msg, Dead):
+            self._apply(self.table.on_dead(msg, now))
+
+    async def _relay_indirect(self, req: IndirectPing, src: Addr) -> None:
+        """Probe ``req``'s target for a peer; ack back when it answers, nack on timeout if asked."""
+        try:
+            reply_to = (
+                (ip_text(req.source_addr), req.source_port) if req.source_addr and req.source_port else src
+            )
+            target = (ip_text(req.target), req.port)
+            if not target[0]:
+                return
+            acked = await self.prober.ping(target, req.node, self.config.probe_timeout)
+            if acked:
+                self.sender.send_msg(reply_to, encode(Ack(seq_no=req.seq_no)))
+            elif req.nack:
+                self.sender.send_msg(reply_to, encode(Nack(seq_no=req.seq_no)))
+        finally:
+            self._indirect -= 1
+
+    # -- streams ------------------------------------------------------------------------------------------
+
+    async def _write(self, stream: Stream, msg: bytes) -> None:
+        c = self.config
+        version = 0 if c.protocol_version < 2 else 1
+        keyring = self.keyring if c.gossip_verify_outgoing else None
+        await write_message(
+            stream, msg, compress=c.enable_compression, keyring=keyring, encryption_version=version
+        )
+
+    async def _read(self, stream: Stream) -> object:
+        c = self.config
+        return await read_message(
+            stream, keyring=self.keyring, verify_incoming=c.gossip_verify_incoming, timeout=c.tcp_timeout
+        )
+
+    async def _on_stream(self, stream: Stream) -> None:
+        if self.closed:
+            return
+        try:
+            msg = await self._read(stream)
+        except GossipDecodeError as e:
+            self.stats["bad_streams"] += 1
+            with contextlib.suppress(OSError, ConnectionError):
+                await write_error(stream, str(e))
+            return
+        except (TimeoutError, OSError, ConnectionError):
+            return
+        try:
+            await self._serve(stream, msg)
+        except (GossipError, OSError, ConnectionError, TimeoutError) as e:
+            log.debug("%s: stream from %s failed: %s", self.name, stream.peer, e)
+
+    async def _serve(self, stream: Stream, msg: object) -> None:
+        if isinstance(msg, PushPull):
+            if self._push_pulls >= MAX_PUSH_PULL:
+                await write_error(stream, "too many pending push/pull requests")
+                return
+            self._push_pulls += 1
+            self.stats["push_pulls"] += 1
+            try:
+                join = msg.header.join
+                await self._write(stream, self._local_push_pull(join))
+                self._merge(msg)
+            finally:
+                self._push_pulls -= 1
+        elif isinstance(msg, Ping):
+            if not msg.node or msg.node == self.name:
+                await self._write(stream, encode(Ack(seq_no=msg.seq_no)))
+        elif isinstance(msg, UserStream):
+            if msg.payload:
+                self.delegate.notify_msg(msg.payload)
+        else:
+            await write_error(stream, f"unexpected stream message {type(msg).__name__}")
+
+    def _local_push_pull(self, join: bool) -> bytes:
+        return encode_push_pull(self.table.push_states(), self.delegate.local_state(join), join)
+
+    def _merge(self, msg: PushPull) -> None:
+        self.table.verify_protocol(msg.states)
+        self._apply(self.table.merge_remote(msg.states, self.now()))
+        if msg.user_state:
+            self.delegate.merge_remote_state(msg.user_state, msg.header.join)
+
+    async def push_pull(self, addr: Addr, *, join: bool = False) -> None:
+        """Exchange full state with the node at ``addr`` (raises GossipError, OSError or TimeoutError)."""
+        stream = await self.transport.dial(addr, self.config.tcp_timeout)
+        try:
+            await self._write(stream, self._local_push_pull(join))
+            reply = await self._read(stream)
+        finally:
+            stream.close()
+        if isinstance(reply, ErrResp):
+            raise GossipError(f"{addr[0]}:{addr[1]} refused the push/pull: {reply.error}")
+        if not isinstance(reply, PushPull):
+            raise GossipError(f"{addr[0]}:{addr[1]} answered a push/pull with {type(reply).__name__}")
+        self._merge(reply)
+
+    # -- loops --------------------------------------------------------------------------------------------
+
+    async def _gossip_loop(self) -> None:
+        interval = self.config.gossip_interval
+        while not self._stop.is_set():
+            await self._sleep(interval)
+            self.gossip()
+
+    def gossip(self) -> None:
+        """One gossip round: up to ``gossip_nodes`` random peers each get what fits in a packet."""
+        overhead = ENCRYPT_OVERHEAD[1] if self.keyring is not None else 0
+        limit = self.config.udp_buffer_size - 2 - overhead
+        for m in self.table.gossip_targets(self.now()):
+            msgs = self.get_broadcasts(2, limit)
+            if not msgs:
+                return
+            self.sender.send_parts((m.host, m.port), msgs, member=m)
+
+    async def _push_pull_loop(self) -> None:
+        await self._sleep(self.rng.uniform(0, self.config.push_pull_interval))
+        while not self._stop.is_set():
+            peers = self.table.others()
+            if peers:
+                m = self.rng.choice(peers)
+                with contextlib.suppress(GossipError, OSError, TimeoutError):
+                    await self.push_pull((m.host, m.port))
+            await self._sleep(_scaled_push_pull(self.config.push_pull_interval, self.table.num_members()))
+
+    async def _timer_loop(self) -> None:
+        """Fires suspicion timers (woken early whenever the table changes)."""
+        while not self._stop.is_set():
+            deadline = self.table.next_deadline()
+            self._wake.clear()
+            timeout = None if deadline is None else max(0.0, deadline - self.now())
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
+            self._apply(self.table.expire_suspicions(self.now()))
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._stop.wait()
+
+
+class _Stopped(Exception):
+    pass
+
+
+_PACKET_TYPES = frozenset(
+    {
+        MsgType.PING,
+        MsgType.INDIRECT_PING,
+        MsgType.ACK,
+        MsgType.NACK,
+        MsgType.SUSPECT,
+        MsgType.ALIVE,
+        MsgType.DEAD,
+    }
+)
+
+
+def _scaled_push_pull(interval: float, n: int) -> float:
+    """memberlist ``pushPullScale``: stretch the interval once the cluster passes 32 nodes."""
+    if n <= 32:
+        return interval
+    return interval * (math.ceil(math.log2(n) - math.log2(32)) + 1)
+
+
+def _parse_seed(seed: str) -> Addr:
+    """``host:port`` or ``name/host:port`` → ``(host, port)``; ``[v6]:port`` accepted."""
+    seed = seed.split("/", 1)[-1]
+    host, sep, port = seed.rpartition(":")
+    if not sep or not port.isdigit():
+        raise GossipError(f"seed {seed!r}: expected host:port")
+    return (host.strip("[]"), int(port))

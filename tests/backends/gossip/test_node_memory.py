@@ -1,0 +1,226 @@
+"""Multi-node behaviour of MemberlistNode on the in-memory network (no sockets): join, failure detection,
+leave, refutation, broadcasts, push/pull, encryption, hostile input."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from discoverd.backends.gossip.node import Delegate, MemberlistNode
+from discoverd.backends.gossip.transport import MemoryNetwork
+from discoverd.core.gossip.config import GossipConfig
+from discoverd.core.gossip.messages import NodeState, Suspect, encode
+from discoverd.errors import GossipError
+from tests.helpers import eventually
+
+KEY_A = b"0123456789abcdef"
+KEY_B = b"fedcba9876543210"
+
+
+def fast(name: str, **kw: object) -> GossipConfig:
+    """Local preset scaled down ~20×, so failure detection takes well under a second."""
+    base: dict[str, object] = {
+        "name": name,
+        "probe_interval": 0.05,
+        "probe_timeout": 0.02,
+        "gossip_interval": 0.02,
+        "push_pull_interval": 0,
+        "tcp_timeout": 0.5,
+        "gossip_to_the_dead_time": 1.0,
+    }
+    base.update(kw)
+    return GossipConfig.local(**base)
+
+
+class Recorder(Delegate):
+    def __init__(self) -> None:
+        self.msgs: list[bytes] = []
+
+    def notify_msg(self, msg: bytes) -> None:
+        self.msgs.append(msg)
+
+
+Cluster = Callable[..., "MemberlistNode"]
+
+
+@pytest.fixture
+async def net() -> AsyncIterator[tuple[MemoryNetwork, AsyncExitStack]]:
+    async with AsyncExitStack() as stack:
+        yield MemoryNetwork(), stack
+
+
+async def start(
+    env: tuple[MemoryNetwork, AsyncExitStack], name: str, delegate: Delegate | None = None, **kw: object
+) -> MemberlistNode:
+    network, stack = env
+    node = MemberlistNode(fast(name, **kw), delegate, network.transport())
+    await node.start()
+    stack.push_async_callback(node.shutdown)
+    return node
+
+
+def seed(node: MemberlistNode) -> str:
+    return f"{node.addr[0]}:{node.addr[1]}"
+
+
+def states(node: MemberlistNode) -> dict[str, NodeState]:
+    return {n: m.state for n, m in node.table.nodes.items()}
+
+
+async def test_three_nodes_join_and_see_each_other(net: tuple[MemoryNetwork, AsyncExitStack]) -> None:
+    a, b, c = [await start(net, n) for n in "abc"]
+    assert await b.join([seed(a)]) == 1
+    assert await c.join([seed(b)]) == 1
+    for n in (a, b, c):
+        await eventually(lambda n=n: [m.name for m in n.members()] == ["a", "b", "c"], within=3)  # type: ignore[misc]
+
+
+async def test_join_event_is_published(net: tuple[MemoryNetwork, AsyncExitStack]) -> None:
+    a, b = await start(net, "a"), await start(net, "b")
+    events = a.events()
+    await b.join([seed(a)])
+    ev = await anext(events)
+    assert (ev.kind, ev.member.name) == ("join", "b")
+
+
+async def test_killed_node_is_declared_dead(net: tuple[MemoryNetwork, AsyncExitStack]) -> None:
+    network, _ = net
+    a, b, c = [await start(net, n) for n in "abc"]
+    await b.join([seed(a)])
+    await c.join([seed(a)])
+    await eventually(lambda: a.num_members() == 3 and b.num_members() == 3, within=3)
+    network.isolate(c.addr)
+    await eventually(lambda: states(a)["c"] == NodeState.DEAD and states(b)["c"] == NodeState.DEAD, within=5)
+    assert a.num_members() == 2
+
+
+async def test_graceful_leave_marks_left(net: tuple[MemoryNetwork, AsyncExitStack]) -> None:
+    a, b = await start(net, "a"), await start(net, "b")
+    await b.join([seed(a)])
+    await eventually(lambda: a.num_members() == 2, within=3)
+    assert await b.leave(timeout=2)
+    await eventually(lambda: states(a)["b"] == NodeState.LEFT, within=3)
+
+
+async def test_suspected_node_refutes_with_higher_incarnation(
+    net: tuple[MemoryNetwork, AsyncExitStack],
+) -> None:
+    a, b = await start(net, "a"), await start(net, "b")
+    await b.join([seed(a)])
+    await eventually(lambda: a.num_members() == 2 and b.num_members() == 2, within=3)
+    before = b.table.local.incarnation
+    accusation = Suspect(incarnation=before, node="b", from_="a")
+    a._apply(a.table.on_suspect(accusation, a.now()))
+    assert states(a)["b"] == NodeState.SUSPECT
+    await eventually(lambda: states(a)["b"] == NodeState.ALIVE, within=3)
+    assert a.table.nodes["b"].incarnation > before
+    assert b.health_score >= 0
+
+
+async def test_user_broadcast_reaches_peer(net: tuple[MemoryNetwork, AsyncExitStack]) -> None:
+    rec = Recorder()
+    a = await start(net, "a", rec)
+    b = await start(net, "b")
+    await b.join([seed(a)])
+    b.broadcast(b"hello over gossip")
+    await eventually(lambda: b"hello over gossip" in rec.msgs, within=3)
+
+
+async def test_reliable_message(net: tuple[MemoryNetwork, AsyncExitStack]) -> None:
+    rec = Recorder()
+    a = await start(net, "a", rec)
+    b = await start(net, "b")
+    await b.join([seed(a)])
+    await b.send_reliable("a", b"x" * 5000)
+    await eventually(lambda: rec.msgs == [b"x" * 5000], within=3)
+
+
+async def test_more_than_255_broadcasts_are_split_into_compounds(
+    net: tuple[MemoryNetwork, AsyncExitStack],
+) -> None:
+    rec = Recorder()
+    a = await start(net, "a", rec)
+    b = await start(net, "b", udp_buffer_size=60000)
+    await b.join([seed(a)])
+    for i in range(400):
+        b.broadcast(b"m%d" % i)
+    await eventually(lambda: len(set(rec.msgs)) == 400, within=5)
+
+
+async def test_encrypted_cluster_and_key_mismatch(net: tuple[MemoryNetwork, AsyncExitStack]) -> None:
+    a = await start(net, "a", keys=(KEY_A,))
+    b = await start(net, "b", keys=(KEY_A, KEY_B))  # B installed as a secondary key: rotation in progress
+    c = await start(net, "c", keys=(KEY_B,))
+    await b.join([seed(a)])
+    await eventually(lambda: a.num_members() == 2, within=3)
+    with pytest.raises(GossipError):
+        await c.join([seed(a)])
+    plain = await start(net, "plain")
+    with pytest.raises(GossipError):
+        await plain.join([seed(a)])
+    assert a.num_members() == 2
+
+
+async def test_periodic_push_pull_heals_a_missed_join(net: tuple[MemoryNetwork, AsyncExitStack]) -> None:
+    network, _ = net
+    a = await start(net, "a", push_pull_interval=0.1)
+    b = await start(net, "b", push_pull_interval=0.1)
+    c = await start(net, "c", push_pull_interval=0.1)
+    network.block(c.addr, b.addr)
+    network.block(b.addr, c.addr)
+    await b.join([seed(a)])
+    await c.join([seed(a)])
+    await eventually(lambda: {m.name for m in b.members()} == {"a", "b", "c"}, within=5)
+
+
+async def test_incompatible_protocol_version_is_refused(net: tuple[MemoryNetwork, AsyncExitStack]) -> None:
+    a = await start(net, "a", protocol_version=5)
+    b = await start(net, "b", protocol_version=1)
+    # each side's range is 1..5, so versions 1 and 5 are compatible: both join
+    await b.join([seed(a)])
+    a.table.local.vsn = bytes([3, 5, 5, 0, 0, 0])  # a now claims it needs at least 3
+    c = await start(net, "c", protocol_version=2)
+    with pytest.raises(GossipError, match="incompatible"):
+        await c.join([seed(a)])
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(junk=st.lists(st.binary(max_size=300), max_size=8))
+async def test_hostile_packets_never_stop_the_node(junk: list[bytes]) -> None:
+    network = MemoryNetwork()
+    node = MemberlistNode(fast("victim"), transport=network.transport())
+    await node.start()
+    try:
+        for data in junk:
+            node._on_packet(data, ("127.0.0.1", 1))
+            node._on_packet(encode(Suspect(incarnation=1, node="x", from_="y")) + data, ("127.0.0.1", 1))
+        assert not node._runner or not node._runner.done()
+        assert node.num_members() == 1
+    finally:
+        await node.shutdown()
+
+
+async def test_hostile_streams_get_an_error_and_node_survives(
+    net: tuple[MemoryNetwork, AsyncExitStack],
+) -> None:
+    network, _ = net
+    a = await start(net, "a")
+    rng = random.Random(7)
+    client = network.transport()
+    await client.start(lambda d, s: None, _ignore)
+    for _ in range(30):
+        stream = await client.dial(a.addr, 1)
+        stream.write(bytes([6]) + rng.randbytes(rng.randint(0, 200)))
+        stream.close()
+    b = await start(net, "b")
+    await b.join([seed(a)])
+    assert a.num_members() == 2
+
+
+async def _ignore(stream: object) -> None:
+    return None
