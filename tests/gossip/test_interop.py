@@ -173,7 +173,6 @@ async def test_go_suspects_python_and_python_refutes(mlharness_bin: Path) -> Non
             (go.addr, go.port), encode(Suspect(incarnation=before, node=py.name, from_=accuser.name))
         )
         await eventually(lambda: py.table.local.incarnation > before, within=5)
-        assert py.health_score >= 1
         await go_eventually(go, py.name, 0, within=5)
 
 

@@ -74,7 +74,7 @@ def test_rotation() -> None:
         kr.use_key(K3)
     kr.remove_key(K3)  # not installed: no-op
     kr.remove_key(K1)
-    assert kr.keys == (K2,)
+    assert list(kr.keys) == [K2]
     with pytest.raises(GossipDecodeError):
         kr.decrypt(blob_old)
 

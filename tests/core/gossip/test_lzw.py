@@ -20,7 +20,8 @@ from discoverd.core.gossip import lzw
 from discoverd.errors import GossipDecodeError
 
 FIXTURE = json.loads((Path(__file__).parent / "fixtures" / "lzw_go.json").read_text())
-WORDS = "the quick brown fox jumps over lazy dog service registry gossip node alive dead suspect ping".split()
+WORDS = ["the", "quick", "brown", "fox", "jumps", "over", "lazy", "dog"]
+WORDS += ["service", "registry", "gossip", "node", "alive", "dead", "suspect", "ping"]
 
 
 def stream(seed: str, n: int) -> bytes:
@@ -35,7 +36,7 @@ def stream(seed: str, n: int) -> bytes:
 
 def build(recipe: dict[str, Any]) -> bytes:
     """The input bytes a fixture recipe stands for (mirrors the Go generator)."""
-    kind, n = recipe["kind"], recipe.get("length", 0)
+    kind, n = str(recipe["kind"]), int(recipe.get("length", 0))
     if kind == "hex":
         return bytes.fromhex(recipe.get("hex", ""))
     if kind == "repeat":

@@ -46,7 +46,8 @@ def spec_hex(text: str) -> bytes:
 
 GO_ACK = spec_hex('02 82 a7"Payload" c0 a5"SeqNo" 01')
 GO_PING = spec_hex(
-    '00 85 a4"Node" a3"py1" a5"SeqNo" 01 aa"SourceAddr" a4 7f000001 aa"SourceNode" a3"go1" aa"SourcePort" cd 461a'
+    '00 85 a4"Node" a3"py1" a5"SeqNo" 01 aa"SourceAddr" a4 7f000001 aa"SourceNode" a3"go1"'
+    ' aa"SourcePort" cd 461a'
 )
 GO_ALIVE = spec_hex(
     '04 86 a4"Addr" a4 7f000001 ab"Incarnation" 01 a4"Meta" a8"meta-go1" a4"Node" a3"go1" a4"Port" cd 461a'
@@ -225,10 +226,10 @@ def test_encode_rejects_what_go_could_not_decode() -> None:
         Ping(seq_no=1 << 32),
         Ping(seq_no=1, source_port=70000),
         Ping(seq_no=True),
-        Ping(seq_no=1, node=b"bytes"),
+        Ping(seq_no=1, node=b"bytes"),  # type: ignore[arg-type]
         Ping(seq_no=1, node="\udcff"),
-        Ack(seq_no=1, payload="text"),
-        IndirectPing(seq_no=1, target=LOCAL, port=1, node="n", nack=1),
+        Ack(seq_no=1, payload="text"),  # type: ignore[arg-type]
+        IndirectPing(seq_no=1, target=LOCAL, port=1, node="n", nack=1),  # type: ignore[arg-type]
         PushNodeState(name="a", addr=LOCAL, port=1, meta=b"", incarnation=1, state=0, vsn=b"\x01"),
         PushPullHeader(nodes=1, user_state_len=0, join=False),  # not a packet
     ]

@@ -38,6 +38,7 @@ class Prober:
         self.seq = 0
         self.waiters: dict[int, _Waiter] = {}
         self.probes = 0
+        self.tcp_acks = 0
 
     def next_seq(self) -> int:
         self.seq = (self.seq + 1) & 0xFFFFFFFF
@@ -95,6 +96,7 @@ class Prober:
         w = self.waiters[seq] = _Waiter()
         sent = node.now()
         addr = (m.host, m.port)
+        tcp: asyncio.Task[bool] | None = None
         try:
             ping = encode(self._ping(seq, m.name))
             if m.state == NodeState.ALIVE:
@@ -107,18 +109,17 @@ class Prober:
                 node.awareness.apply(-1)
                 return True
             expected_nacks = self._indirect(m, seq)
-            tcp: asyncio.Task[bool] | None = None
             if m.pmax >= 3 and not c.disable_tcp_pings:
                 tcp = asyncio.get_running_loop().create_task(self._tcp_ping(m, sent + interval))
             if await _wait(w.acked, max(0.0, sent + interval - node.now())):
-                if tcp is not None:
-                    tcp.cancel()
                 return True
             if tcp is not None and await tcp:
                 return True
             node.awareness.apply(max(0, expected_nacks - w.nacks) if expected_nacks else 1)
         finally:
             self.waiters.pop(seq, None)
+            if tcp is not None and not tcp.done():
+                tcp.cancel()
         if node.table.nodes.get(m.name) is m:
             accuse_msg = Suspect(incarnation=m.incarnation, node=m.name, from_=node.name)
             node._apply(node.table.on_suspect(accuse_msg, node.now()))
@@ -163,7 +164,9 @@ class Prober:
                     stream.close()
         except (GossipError, OSError, TimeoutError, ConnectionError):
             return False
-        return isinstance(reply, Ack) and reply.seq_no == seq
+        ok = isinstance(reply, Ack) and reply.seq_no == seq
+        self.tcp_acks += ok
+        return ok
 
 
 async def _wait(event: asyncio.Event, timeout: float) -> bool:

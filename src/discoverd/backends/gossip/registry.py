@@ -120,7 +120,7 @@ def _num(text: str, what: str) -> float:
         value = float(text)
     except ValueError:
         raise ConfigError(f"{what}: expected a number, got {text!r}") from None
-    if value < 0 or value != value:
+    if not value >= 0:  # also refuses NaN
         raise ConfigError(f"{what}: must be >= 0")
     return value
 

@@ -174,12 +174,14 @@ class MemoryNetwork:
     """An in-process network of :class:`MemoryTransport` endpoints, for multi-node tests without sockets.
 
     Packets are delivered on the next loop iteration; ``block(a, b)`` drops packets and refuses streams from
-    ``a`` to ``b`` (one direction), ``isolate(a)`` cuts ``a`` off completely.
+    ``a`` to ``b`` (one direction; ``streams=False`` drops only packets, as a UDP-only firewall would),
+    ``isolate(a)`` cuts ``a`` off completely.
     """
 
     def __init__(self) -> None:
         self.endpoints: dict[Addr, MemoryTransport] = {}
         self.blocked: set[tuple[Addr, Addr]] = set()
+        self.blocked_streams: set[tuple[Addr, Addr]] = set()
         self.isolated: set[Addr] = set()
         self._next_port = 10000
         self.packets = 0
@@ -188,18 +190,22 @@ class MemoryNetwork:
         self._next_port += 1
         return MemoryTransport(self, (host, self._next_port))
 
-    def block(self, src: Addr, dst: Addr) -> None:
+    def block(self, src: Addr, dst: Addr, *, streams: bool = True) -> None:
         self.blocked.add((src, dst))
+        if streams:
+            self.blocked_streams.add((src, dst))
 
     def isolate(self, addr: Addr) -> None:
         self.isolated.add(addr)
 
     def heal(self) -> None:
         self.blocked.clear()
+        self.blocked_streams.clear()
         self.isolated.clear()
 
-    def reachable(self, src: Addr, dst: Addr) -> bool:
-        return (src, dst) not in self.blocked and src not in self.isolated and dst not in self.isolated
+    def reachable(self, src: Addr, dst: Addr, *, stream: bool = False) -> bool:
+        pairs = self.blocked_streams if stream else self.blocked
+        return (src, dst) not in pairs and src not in self.isolated and dst not in self.isolated
 
 
 class MemoryTransport(Transport):
@@ -229,7 +235,7 @@ class MemoryTransport(Transport):
 
     async def dial(self, addr: Addr, timeout: float) -> Stream:
         dst = self.net.endpoints.get(addr)
-        if dst is None or dst.on_stream is None or not self.net.reachable(self.addr, addr):
+        if dst is None or dst.on_stream is None or not self.net.reachable(self.addr, addr, stream=True):
             raise ConnectionRefusedError(f"{addr[0]}:{addr[1]} unreachable")
         mine, theirs = asyncio.StreamReader(), asyncio.StreamReader()
         closed = False

@@ -11,8 +11,8 @@ one in the broadcast queue) and the membership events to publish. Rules (spec §
   An alive about ourselves that is not an exact echo of our own state is refuted.
 * **suspect(inc)** — ignored for unknown nodes, older incarnations and nodes not alive; a second accuser is a
   confirmation that shortens the suspicion timer (Lifeguard); about ourselves → refute.
-* **dead(inc)** — ``From == Node`` means a voluntary leave (state Left), otherwise Dead; about ourselves → refute,
-  unless we are leaving.
+* **dead(inc)** — ``From == Node`` means a voluntary leave (state Left), otherwise Dead; about ourselves →
+  refute, unless we are leaving.
 * **refute** — our incarnation becomes ``max(own + 1, accused + 1)`` and a fresh alive is gossiped;
   :attr:`Effects.refuted` tells the caller to raise its awareness score.
 
@@ -176,7 +176,8 @@ class MemberTable:
         return [m.push_state() for m in self.nodes.values()]
 
     def gossip_targets(self, now: float) -> list[Member]:
-        """Up to ``gossip_nodes`` random peers: alive, suspect, or dead for less than the gossip-to-the-dead time."""
+        """Up to ``gossip_nodes`` random peers: alive, suspect, or dead for less than the gossip-to-the-dead
+        time."""
         dead_limit = self.config.gossip_to_the_dead_time
 
         def ok(m: Member) -> bool:
