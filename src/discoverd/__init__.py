@@ -6,6 +6,8 @@ go-micro-style registry interface with interchangeable backends, and a registry 
 
 from discoverd.backends.base import Registry, RegistryClosed, WatchOverflow
 from discoverd.backends.cache import CachedRegistry
+from discoverd.backends.gossip.node import MemberlistNode
+from discoverd.backends.gossip.registry import GossipRegistry
 from discoverd.backends.memory import MemoryRegistry
 from discoverd.backends.redis import RedisRegistry
 from discoverd.client.async_client import AsyncClient
@@ -20,11 +22,14 @@ from discoverd.core.backoff import Backoff, Jitter
 from discoverd.core.balancing import Balancer, NoInstance, make_balancer
 from discoverd.core.cache import CacheStatus
 from discoverd.core.ejection import Ejector
+from discoverd.core.gossip.config import GossipConfig
 from discoverd.errors import (
     BadRequest,
     ConfigError,
     Conflict,
     DiscoverdError,
+    GossipDecodeError,
+    GossipError,
     NotFound,
     NotModified,
     ProtocolError,
@@ -58,9 +63,14 @@ __all__ = [
     "DiscoverdTransport",
     "Ejector",
     "Event",
+    "GossipConfig",
+    "GossipDecodeError",
+    "GossipError",
+    "GossipRegistry",
     "INFRA_APPID",
     "Instance",
     "Jitter",
+    "MemberlistNode",
     "MemoryRegistry",
     "NoInstance",
     "NotFound",

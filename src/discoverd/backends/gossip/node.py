@@ -306,11 +306,18 @@ class MemberlistNode:
             msgs = decode_packet(
                 data, keyring=self.keyring, verify_incoming=self.config.gossip_verify_incoming
             )
-            for raw in msgs:
-                self._handle(raw, src)
         except GossipDecodeError as e:
             self.stats["bad_packets"] += 1
             log.debug("%s: dropped a packet from %s:%d: %s", self.name, src[0], src[1], e)
+            return
+        for raw in msgs:
+            try:
+                self._handle(raw, src)
+            except GossipDecodeError as e:
+                self.stats["bad_packets"] += 1
+                log.debug("%s: dropped a message from %s:%d: %s", self.name, src[0], src[1], e)
+            except Exception:  # a delegate's bug must not take the node down either
+                log.exception("%s: handling a message from %s:%d failed", self.name, src[0], src[1])
 
     def _handle(self, raw: bytes, src: Addr) -> None:
         kind = raw[0]
@@ -356,17 +363,16 @@ class MemberlistNode:
     async def _relay_indirect(self, req: IndirectPing, src: Addr) -> None:
         """Probe ``req``'s target for a peer; ack back when it answers, nack on timeout if asked."""
         try:
-            reply_to = (
-                (ip_text(req.source_addr), req.source_port) if req.source_addr and req.source_port else src
-            )
+            to = (ip_text(req.source_addr), req.source_port) if req.source_addr and req.source_port else src
             target = (ip_text(req.target), req.port)
             if not target[0]:
                 return
-            acked = await self.prober.ping(target, req.node, self.config.probe_timeout)
-            if acked:
-                self.sender.send_msg(reply_to, encode(Ack(seq_no=req.seq_no)))
+            if await self.prober.ping(target, req.node, self.config.probe_timeout):
+                self.sender.send_msg(to, encode(Ack(seq_no=req.seq_no)))
             elif req.nack:
-                self.sender.send_msg(reply_to, encode(Nack(seq_no=req.seq_no)))
+                self.sender.send_msg(to, encode(Nack(seq_no=req.seq_no)))
+        except Exception:
+            log.exception("%s: relaying an indirect probe failed", self.name)
         finally:
             self._indirect -= 1
 
@@ -402,6 +408,8 @@ class MemberlistNode:
             await self._serve(stream, msg)
         except (GossipError, OSError, ConnectionError, TimeoutError) as e:
             log.debug("%s: stream from %s failed: %s", self.name, stream.peer, e)
+        except Exception:
+            log.exception("%s: serving a stream from %s failed", self.name, stream.peer)
 
     async def _serve(self, stream: Stream, msg: object) -> None:
         if isinstance(msg, PushPull):
@@ -454,7 +462,10 @@ class MemberlistNode:
         interval = self.config.gossip_interval
         while not self._stop.is_set():
             await self._sleep(interval)
-            self.gossip()
+            try:
+                self.gossip()
+            except Exception:  # e.g. a delegate's get_broadcasts raised: log, keep gossiping
+                log.exception("%s: gossip round failed", self.name)
 
     def gossip(self) -> None:
         """One gossip round: up to ``gossip_nodes`` random peers each get what fits in a packet."""
@@ -472,8 +483,12 @@ class MemberlistNode:
             peers = self.table.others()
             if peers:
                 m = self.rng.choice(peers)
-                with contextlib.suppress(GossipError, OSError, TimeoutError):
+                try:
                     await self.push_pull((m.host, m.port))
+                except (GossipError, OSError, TimeoutError) as e:
+                    log.debug("%s: push/pull with %s failed: %s", self.name, m.name, e)
+                except Exception:
+                    log.exception("%s: push/pull with %s failed", self.name, m.name)
             await self._sleep(_scaled_push_pull(self.config.push_pull_interval, self.table.num_members()))
 
     async def _timer_loop(self) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -18,6 +19,8 @@ from discoverd.core.gossip.framing import make_compounds
 from discoverd.core.gossip.members import Member, ip_bytes
 from discoverd.core.gossip.messages import Ack, IndirectPing, NodeState, Ping, Suspect, encode
 from discoverd.errors import GossipError
+
+log = logging.getLogger("discoverd.gossip")
 
 if TYPE_CHECKING:
     from discoverd.backends.gossip.node import MemberlistNode
@@ -83,7 +86,10 @@ class Prober:
             start = node.now()
             target = node.table.next_probe_target(start)
             if target is not None:
-                await self.probe(target)
+                try:
+                    await self.probe(target)
+                except Exception:  # never let one probe stop failure detection
+                    log.exception("%s: probing %s failed", node.name, target.name)
             await _wait(stop, max(0.0, start + interval - node.now()))
 
     async def probe(self, m: Member) -> bool:

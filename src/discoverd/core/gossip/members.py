@@ -265,6 +265,8 @@ class MemberTable:
             return Effects()
         if 0 < len(a.vsn) < 6:  # memberlist 0.2.2 would index past the end: never accept or relay these
             return Effects()
+        if len(a.addr) not in (4, 16):  # not an IP address: such a member could never be reached
+            return Effects()
         m = self.nodes.get(a.node)
         reclaim = False
         if m is None:
