@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from discoverd.backends.gossip.node import Delegate, MemberlistNode
+from discoverd.backends.gossip.delegate import Delegate
+from discoverd.backends.gossip.node import MemberlistNode
 from discoverd.core.gossip.config import GossipConfig
 from discoverd.core.gossip.messages import NodeState, Suspect, encode
 from discoverd.core.gossip.suspicion import suspicion_timeouts

@@ -11,7 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from discoverd.backends.gossip.node import Delegate, MemberlistNode
+from discoverd.backends.gossip.delegate import Delegate
+from discoverd.backends.gossip.node import MemberlistNode
 from discoverd.backends.gossip.transport import MemoryNetwork
 from discoverd.core.gossip.config import GossipConfig
 from discoverd.core.gossip.messages import NodeState, Suspect, encode

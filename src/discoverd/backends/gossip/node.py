@@ -13,7 +13,7 @@ does start … leave + shutdown. A stopped node cannot be restarted.
 
 Task-safety: all methods run on the node's event loop. Membership changes are published to every iterator
 returned by :meth:`MemberlistNode.events` (async iterators; nothing runs on internal threads). The delegate's
-methods (:class:`Delegate`) are called on the loop and must not block.
+methods (:class:`~discoverd.backends.gossip.delegate.Delegate`) are called on the loop and must not block.
 """
 
 from __future__ import annotations
@@ -21,24 +21,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import random
 import socket
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from typing import Self
 
+from discoverd.backends.gossip.delegate import Delegate
 from discoverd.backends.gossip.probe import Prober
 from discoverd.backends.gossip.sender import PacketSender
-from discoverd.backends.gossip.streams import read_message, write_error, write_message
-from discoverd.backends.gossip.transport import Addr, NetTransport, Stream, Transport
+from discoverd.backends.gossip.streams import StreamExchange
+from discoverd.backends.gossip.transport import Addr, NetTransport, Transport
 from discoverd.core.gossip.broadcast import TransmitLimitedQueue
 from discoverd.core.gossip.config import GossipConfig
 from discoverd.core.gossip.framing import (
-    PushPull,
-    UserStream,
     decode_packet,
-    encode_push_pull,
     encode_user_stream,
 )
 from discoverd.core.gossip.keyring import ENCRYPT_OVERHEAD, Keyring
@@ -47,7 +44,6 @@ from discoverd.core.gossip.messages import (
     Ack,
     Alive,
     Dead,
-    ErrResp,
     IndirectPing,
     MsgType,
     Nack,
@@ -62,32 +58,8 @@ from discoverd.errors import GossipDecodeError, GossipError
 
 log = logging.getLogger("discoverd.gossip")
 
-#: Push/pull exchanges served at once; more are refused (memberlist ``maxPushPullRequests``).
-MAX_PUSH_PULL = 128
 #: Indirect probes relayed at once for other nodes; more are dropped (a flood must not pile up tasks).
 MAX_INDIRECT = 256
-
-
-class Delegate:
-    """What a node asks its owner (memberlist ``Delegate``). The defaults do nothing."""
-
-    def node_meta(self, limit: int) -> bytes:
-        """Our metadata, at most ``limit`` (512) bytes, carried in our alive messages."""
-        return b""
-
-    def notify_msg(self, msg: bytes) -> None:
-        """A user message arrived (broadcast or reliable). May be a duplicate: be idempotent."""
-
-    def get_broadcasts(self, overhead: int, limit: int) -> list[bytes]:
-        """User broadcasts to piggy-back, each costing ``len + overhead``, in total at most ``limit``."""
-        return []
-
-    def local_state(self, join: bool) -> bytes:
-        """Our user state for a push/pull exchange (``join`` tells whether the exchange is a join)."""
-        return b""
-
-    def merge_remote_state(self, buf: bytes, join: bool) -> None:
-        """The peer's user state from a push/pull exchange."""
 
 
 class MemberlistNode:
@@ -109,13 +81,13 @@ class MemberlistNode:
         self.addr: Addr = ("", 0)
         self.sender = PacketSender(self)
         self.prober = Prober(self)
+        self.exchange = StreamExchange(self)
         self._subscribers: list[asyncio.Queue[MemberEvent | None]] = []
         self._tasks: asyncio.TaskGroup | None = None
         self._runner: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
         self._ready = asyncio.Event()
         self._wake = asyncio.Event()
-        self._push_pulls = 0
         self._indirect = 0
         self.stats = {"packets": 0, "bad_packets": 0, "bad_streams": 0, "dropped": 0, "push_pulls": 0}
         self.closed = False
@@ -131,7 +103,7 @@ class MemberlistNode:
         """Bind, announce ourselves (incarnation 1) and start probing, gossiping and push/pull."""
         if self.closed or self._runner is not None:
             raise GossipError("a memberlist node can be started once")
-        bound = await self.transport.start(self._on_packet, self._on_stream)
+        bound = await self.transport.start(self._on_packet, self.exchange.on_stream)
         host = self.config.advertise_host or bound[0]
         if host in ("0.0.0.0", "::", ""):
             host = "127.0.0.1"
@@ -150,7 +122,7 @@ class MemberlistNode:
                 tg.create_task(self._gossip_loop())
                 tg.create_task(self._timer_loop())
                 if self.config.push_pull_interval > 0:
-                    tg.create_task(self._push_pull_loop())
+                    tg.create_task(self.exchange.periodic(self._sleep, self._stop))
                 self._ready.set()
                 await self._stop.wait()
                 raise _Stopped
@@ -260,7 +232,7 @@ class MemberlistNode:
             raise GossipError(f"unknown member {member!r}")
         stream = await self.transport.dial((m.host, m.port), self.config.tcp_timeout)
         try:
-            await self._write(stream, encode_user_stream(payload))
+            await self.exchange.write(stream, encode_user_stream(payload))
         finally:
             stream.close()
 
@@ -378,83 +350,9 @@ class MemberlistNode:
 
     # -- streams ------------------------------------------------------------------------------------------
 
-    async def _write(self, stream: Stream, msg: bytes) -> None:
-        c = self.config
-        version = 0 if c.protocol_version < 2 else 1
-        keyring = self.keyring if c.gossip_verify_outgoing else None
-        await write_message(
-            stream, msg, compress=c.enable_compression, keyring=keyring, encryption_version=version
-        )
-
-    async def _read(self, stream: Stream) -> object:
-        c = self.config
-        return await read_message(
-            stream, keyring=self.keyring, verify_incoming=c.gossip_verify_incoming, timeout=c.tcp_timeout
-        )
-
-    async def _on_stream(self, stream: Stream) -> None:
-        if self.closed:
-            return
-        try:
-            msg = await self._read(stream)
-        except GossipDecodeError as e:
-            self.stats["bad_streams"] += 1
-            with contextlib.suppress(OSError, ConnectionError):
-                await write_error(stream, str(e))
-            return
-        except (TimeoutError, OSError, ConnectionError):
-            return
-        try:
-            await self._serve(stream, msg)
-        except (GossipError, OSError, ConnectionError, TimeoutError) as e:
-            log.debug("%s: stream from %s failed: %s", self.name, stream.peer, e)
-        except Exception:
-            log.exception("%s: serving a stream from %s failed", self.name, stream.peer)
-
-    async def _serve(self, stream: Stream, msg: object) -> None:
-        if isinstance(msg, PushPull):
-            if self._push_pulls >= MAX_PUSH_PULL:
-                await write_error(stream, "too many pending push/pull requests")
-                return
-            self._push_pulls += 1
-            self.stats["push_pulls"] += 1
-            try:
-                join = msg.header.join
-                await self._write(stream, self._local_push_pull(join))
-                self._merge(msg)
-            finally:
-                self._push_pulls -= 1
-        elif isinstance(msg, Ping):
-            if not msg.node or msg.node == self.name:
-                await self._write(stream, encode(Ack(seq_no=msg.seq_no)))
-        elif isinstance(msg, UserStream):
-            if msg.payload:
-                self.delegate.notify_msg(msg.payload)
-        else:
-            await write_error(stream, f"unexpected stream message {type(msg).__name__}")
-
-    def _local_push_pull(self, join: bool) -> bytes:
-        return encode_push_pull(self.table.push_states(), self.delegate.local_state(join), join)
-
-    def _merge(self, msg: PushPull) -> None:
-        self.table.verify_protocol(msg.states)
-        self._apply(self.table.merge_remote(msg.states, self.now()))
-        if msg.user_state:
-            self.delegate.merge_remote_state(msg.user_state, msg.header.join)
-
     async def push_pull(self, addr: Addr, *, join: bool = False) -> None:
         """Exchange full state with the node at ``addr`` (raises GossipError, OSError or TimeoutError)."""
-        stream = await self.transport.dial(addr, self.config.tcp_timeout)
-        try:
-            await self._write(stream, self._local_push_pull(join))
-            reply = await self._read(stream)
-        finally:
-            stream.close()
-        if isinstance(reply, ErrResp):
-            raise GossipError(f"{addr[0]}:{addr[1]} refused the push/pull: {reply.error}")
-        if not isinstance(reply, PushPull):
-            raise GossipError(f"{addr[0]}:{addr[1]} answered a push/pull with {type(reply).__name__}")
-        self._merge(reply)
+        await self.exchange.push_pull(addr, join=join)
 
     # -- loops --------------------------------------------------------------------------------------------
 
@@ -476,20 +374,6 @@ class MemberlistNode:
             if not msgs:
                 return
             self.sender.send_parts((m.host, m.port), msgs, member=m)
-
-    async def _push_pull_loop(self) -> None:
-        await self._sleep(self.rng.uniform(0, self.config.push_pull_interval))
-        while not self._stop.is_set():
-            peers = self.table.others()
-            if peers:
-                m = self.rng.choice(peers)
-                try:
-                    await self.push_pull((m.host, m.port))
-                except (GossipError, OSError, TimeoutError) as e:
-                    log.debug("%s: push/pull with %s failed: %s", self.name, m.name, e)
-                except Exception:
-                    log.exception("%s: push/pull with %s failed", self.name, m.name)
-            await self._sleep(_scaled_push_pull(self.config.push_pull_interval, self.table.num_members()))
 
     async def _timer_loop(self) -> None:
         """Fires suspicion timers (woken early whenever the table changes)."""
@@ -523,13 +407,6 @@ _PACKET_TYPES = frozenset(
         MsgType.DEAD,
     }
 )
-
-
-def _scaled_push_pull(interval: float, n: int) -> float:
-    """memberlist ``pushPullScale``: stretch the interval once the cluster passes 32 nodes."""
-    if n <= 32:
-        return interval
-    return interval * (math.ceil(math.log2(n) - math.log2(32)) + 1)
 
 
 def _parse_seed(seed: str) -> Addr:

@@ -164,8 +164,8 @@ class Prober:
             async with asyncio.timeout(timeout):
                 stream = await node.transport.dial((m.host, m.port), timeout)
                 try:
-                    await node._write(stream, encode(self._ping(seq, m.name)))
-                    reply = await node._read(stream)
+                    await node.exchange.write(stream, encode(self._ping(seq, m.name)))
+                    reply = await node.exchange.read(stream)
                 finally:
                     stream.close()
         except (GossipError, OSError, TimeoutError, ConnectionError):

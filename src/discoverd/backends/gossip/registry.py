@@ -35,7 +35,8 @@ from typing import Final
 from urllib.parse import parse_qsl, urlsplit
 
 from discoverd.backends.base import Registry, RegistryClosed
-from discoverd.backends.gossip.node import Delegate, MemberlistNode
+from discoverd.backends.gossip.delegate import Delegate
+from discoverd.backends.gossip.node import MemberlistNode
 from discoverd.backends.watch import WatchHub
 from discoverd.core.gossip.broadcast import TransmitLimitedQueue
 from discoverd.core.gossip.config import GossipConfig
