@@ -473,3 +473,18 @@ def test_instance_service_instance_round_trip(ins: Instance) -> None:
     expected.metadata = ins.metadata or {}
     expected.reg_timestamp = 0
     assert back == expected
+
+
+def test_service_json_sorts_map_keys_like_go() -> None:
+    from discoverd.core.gossip.micro import MicroNode, Service, service_to_json
+
+    svc = Service(
+        name="s",
+        version="1",
+        metadata={"b": "2", "a": "1"},
+        nodes=[MicroNode(id="n", metadata={"z": "", "y": ""})],
+    )
+    assert service_to_json(svc) == (
+        b'{"name":"s","version":"1","metadata":{"a":"1","b":"2"},"endpoints":[],'
+        b'"nodes":[{"id":"n","address":"","metadata":{"y":"","z":""}}]}'
+    )

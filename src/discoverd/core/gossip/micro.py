@@ -254,22 +254,26 @@ def _value_obj(v: Value | None) -> dict[str, Any] | None:
     return {"name": v.name, "type": v.type, "values": [_value_obj(x) for x in v.values]}
 
 
+def _sorted(m: dict[str, str]) -> dict[str, str]:
+    return dict(sorted(m.items()))
+
+
 def service_obj(svc: Service) -> dict[str, Any]:
-    """The JSON object of ``svc`` (Go field order), ready for orjson."""
+    """The JSON object of ``svc``: Go's struct field order, map keys sorted (as Go's encoding/json does)."""
     return {
         "name": svc.name,
         "version": svc.version,
-        "metadata": svc.metadata,
+        "metadata": _sorted(svc.metadata),
         "endpoints": [
             {
                 "name": e.name,
                 "request": _value_obj(e.request),
                 "response": _value_obj(e.response),
-                "metadata": e.metadata,
+                "metadata": _sorted(e.metadata),
             }
             for e in svc.endpoints
         ],
-        "nodes": [{"id": n.id, "address": n.address, "metadata": n.metadata} for n in svc.nodes],
+        "nodes": [{"id": n.id, "address": n.address, "metadata": _sorted(n.metadata)} for n in svc.nodes],
     }
 
 
