@@ -38,6 +38,14 @@ _SERVE_FLAGS: tuple[tuple[str, type, str], ...] = (
     ("--protect-duration", float, "seconds of start-up protect with --enable-protect (default 60)"),
     ("--self-renew-interval", float, "seconds between renews of the own registration (30)"),
     ("--log-level", str, "debug, info, warning or error (default info)"),
+    ("--log-format", str, "text (default) or json: one JSON object per log line"),
+    ("--tokens-file", str, "file of access tokens, one TOKEN[:ROLE[:APPIDS]] per line (see README)"),
+    ("--peer-secret", str, "shared secret peers present on replicated writes (required when set)"),
+    ("--tls-cert", str, "PEM certificate chain: serve HTTPS (peers are reached over HTTPS too)"),
+    ("--tls-key", str, "PEM private key for --tls-cert"),
+    ("--tls-ca", str, "PEM CA bundle to verify peers' certificates (default: the system's)"),
+    ("--max-conns-per-host", int, "open connections accepted from one client address (default 512)"),
+    ("--max-polls", int, "long polls held at once; more are answered -503 (default 100000)"),
 )
 
 
@@ -53,6 +61,19 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         default=None,
         help="start in start-up protect: reads answer -500 until synced or --protect-duration",
+    )
+    serve.add_argument(
+        "--token",
+        dest="tokens",
+        action="append",
+        default=None,
+        help="an access token TOKEN[:ROLE[:APPID,...]] (repeatable; ROLE admin|write|read, default admin)",
+    )
+    serve.add_argument(
+        "--protect-reads", action="store_true", default=None, help="with tokens: reads need a token too"
+    )
+    serve.add_argument(
+        "--no-dashboard", dest="dashboard", action="store_false", default=None, help="do not serve /"
     )
     from discoverd.client.commands import add_client_commands
 

@@ -80,6 +80,30 @@ class ServerConfig:
     max_body: int = 1 << 20
     idle_timeout: float = 120.0
     log_level: str = "info"
+    log_format: str = "text"
+    """``text`` (one line per event) or ``json`` (one JSON object per line)."""
+    tokens: tuple[str, ...] = ()
+    """Access tokens, each ``TOKEN[:ROLE[:APPID,APPID…]]`` with ROLE ``admin`` (default), ``write`` or
+    ``read``; empty = no authentication. See ``server/auth.py``."""
+    tokens_file: str = ""
+    """A file of token specs, one per line (``#`` comments), added to ``tokens`` (keeps secrets off argv)."""
+    protect_reads: bool = False
+    """With tokens: reads (fetch, poll, nodes, dashboard state) need a token of any role too."""
+    peer_secret: str = ""
+    """Shared secret peers present (``Authorization: Bearer``) on replicated writes; required from peers
+    when set."""
+    tls_cert: str = ""
+    """PEM certificate chain: serve HTTPS (peers are then reached over HTTPS too)."""
+    tls_key: str = ""
+    """PEM private key of ``tls_cert``."""
+    tls_ca: str = ""
+    """PEM CA bundle used to verify peers' certificates (default: the system's)."""
+    max_conns_per_host: int = 512
+    """Open connections accepted from one client address; more are closed at once."""
+    max_polls: int = 100_000
+    """Long polls held at once; beyond it a poll is answered -503 at once."""
+    dashboard: bool = True
+    """Serve the dashboard at ``/``."""
 
     def __post_init__(self) -> None:
         split_hostport(self.addr)
@@ -97,6 +121,13 @@ class ServerConfig:
         for name in ("zone", "env", "hostname"):
             if not getattr(self, name):
                 raise ConfigError(f"{name} must not be empty")
+        if self.log_format not in ("text", "json"):
+            raise ConfigError("log_format must be text or json")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ConfigError("tls_cert and tls_key go together")
+        for name in ("max_conns_per_host", "max_polls"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1")
 
     def replace(self, **changes: Any) -> ServerConfig:
         return dataclasses.replace(self, **changes)
@@ -123,6 +154,9 @@ def _coerce(name: str, value: Any) -> Any:
             return tuple(str(v).strip() for v in items if str(v).strip())
         if name == "zones":
             return parse_zones(value)
+        if name == "tokens":  # a TOML list, repeated --token flags, or one spec per line
+            items = value.splitlines() if isinstance(value, str) else list(value)
+            return tuple(str(v).strip() for v in items if str(v).strip())
         if isinstance(default, bool):
             if isinstance(value, str):
                 return value.strip().lower() in {"1", "t", "true", "yes", "on"}

@@ -48,6 +48,30 @@ def _is_form(req: HttpRequest) -> bool:
 
 
 Route = Callable[[HttpRequest, Form], "bytes | None"]
+#: ``(request, form, path) -> answer or None``: a refusal to send instead of running the handler.
+Authorizer = Callable[[HttpRequest, Form, str], "bytes | None"]
+
+
+class Counters:
+    """Monotonic event counts of one node (exported by ``server/metrics.py``); plain ints, cheap to bump."""
+
+    __slots__ = (
+        "cancels",
+        "evictions",
+        "poll_answers",
+        "poll_not_modified",
+        "poll_refused",
+        "registers",
+        "renews",
+        "sets",
+    )
+
+    def __init__(self) -> None:
+        self.registers = self.renews = self.cancels = self.sets = 0
+        self.poll_answers = self.poll_not_modified = self.poll_refused = self.evictions = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.__slots__}
 
 
 def json_answer(code: int, body: bytes, *, status_header: bool = True) -> bytes:
@@ -98,7 +122,17 @@ class ProtocolApp:
         """Set by the node when it has peers; writes from clients are queued to it."""
         self.on_infra_change: Callable[[], None] | None = None
         """Called when this env's ``infra.discovery`` changed (the node rebuilds its peer list)."""
-        self.extra_routes: dict[str, Callable[[HttpRequest], bytes]] = {"/metrics": self.metrics}
+        self.extra_routes: dict[str, Callable[[HttpRequest], bytes | None]] = {"/metrics": self.metrics}
+        """Non-protocol routes (metrics, dashboard), any method; ``None`` defers the answer (long poll)."""
+        self.counters = Counters()
+        self.authorize: Authorizer | None = None
+        """Set by ``server/auth.py`` when tokens are configured: checked before every protocol handler."""
+        self.observe: Callable[[str, float], None] | None = None
+        """Set by ``server/metrics.py``: ``(path, seconds)`` for every protocol request answered at once."""
+        self.listeners: list[Callable[[AppKey], None]] = []
+        """Called on every registry change (the dashboard's live view)."""
+        self.abort_hooks: list[Callable[[HttpRequest], None]] = []
+        """Called when the client of a deferred non-protocol request went away."""
 
     def __repr__(self) -> str:
         return f"<ProtocolApp {self.advertise} {self.registry!r} {self.waiters!r}>"
@@ -110,7 +144,7 @@ class ProtocolApp:
         route = self.routes.get(req.path)
         if route is None:
             extra = self.extra_routes.get(req.path)
-            if extra is not None and req.method == "GET":
+            if extra is not None:
                 return extra(req)
             return text_response(404, "404 page not found")
         method, handler = route
@@ -120,7 +154,15 @@ class ProtocolApp:
             return json_answer(-500, wire.envelope(-500))
         try:
             form = self._form(req)
-            return handler(req, form)
+            if self.authorize is not None and (refused := self.authorize(req, form, req.path)) is not None:
+                return refused
+            if self.observe is None:
+                return handler(req, form)
+            started = time.perf_counter()
+            answer = handler(req, form)
+            if answer is not None:
+                self.observe(req.path, time.perf_counter() - started)
+            return answer
         except BindError as exc:
             return json_answer(-400, wire.envelope(-400, message=exc.message), status_header=False)
         except BadRequest as exc:
@@ -157,6 +199,7 @@ class ProtocolApp:
             dirty_timestamp=max(a["dirty_timestamp"], 0),
         )
         self.apply_register(ins)
+        self.counters.registers += 1
         if not a["replication"]:
             stored = self.registry.get(ins.appid, ins.env, ins.zone, ins.hostname)
             if stored is not None:
@@ -176,6 +219,7 @@ class ProtocolApp:
 
     def renew(self, req: HttpRequest, form: Form) -> bytes:
         a = bind(form, specs.RENEW)
+        self.counters.renews += 1
         key = (a["appid"], a["env"], a["zone"], a["hostname"])
         res = self.registry.renew(
             *key, self.clock(), peer_dirty=a["dirty_timestamp"] if a["replication"] else None
@@ -203,6 +247,7 @@ class ProtocolApp:
         )
         if removed is None:
             return json_answer(-404, wire.envelope(-404))
+        self.counters.cancels += 1
         self.changed((a["appid"], a["env"]))
         if not a["replication"]:
             self.replicate(
@@ -212,6 +257,7 @@ class ProtocolApp:
 
     def set(self, req: HttpRequest, form: Form) -> bytes:
         a = bind(form, specs.SET)
+        self.counters.sets += 1
         hosts: list[str] = a["hostname"]
         statuses: list[int] = a["status"]
         metas: list[str] = a["metadata"]
@@ -318,6 +364,7 @@ class ProtocolApp:
             msg = f"{appids[0]} not found"
             return json_answer(-404, wire.map_envelope(-404, message=msg))
         if changed:
+            self.counters.poll_answers += 1
             if single:
                 return json_answer(0, wire.envelope(0, changed[appids[0]]))
             body = wire.map_envelope(0, data=wire.app_map(changed.items()), missing=wire.string_list(missing))
@@ -342,7 +389,12 @@ class ProtocolApp:
     ) -> bytes | None:
         hold = self._hold_seconds(req)
         if hold <= 0:
+            self.counters.poll_not_modified += 1
             return _not_modified()
+        if self.waiters.count >= self.config.max_polls:
+            # a full node answers at once rather than exhausting itself; clients retry after a backoff
+            self.counters.poll_refused += 1
+            return json_answer(-503, wire.envelope(-503, message="too many held polls"))
         w = Waiter(env=env, appids=appids, zone=zone, missing=missing, single=single)
         w.token = (req, self.loop.call_later(hold, self._expire, w))
         req.state = w
@@ -352,13 +404,18 @@ class ProtocolApp:
     def _expire(self, w: Waiter) -> None:
         if self.waiters.discard(w):
             req, _ = _token(w)
+            self.counters.poll_not_modified += 1
             req.respond(_not_modified())
 
     def on_abort(self, req: HttpRequest) -> None:
         """The client of a deferred request went away: forget its waiter."""
         w = req.state
-        if isinstance(w, Waiter) and self.waiters.discard(w):
-            _token(w)[1].cancel()
+        if isinstance(w, Waiter):
+            if self.waiters.discard(w):
+                _token(w)[1].cancel()
+            return
+        for hook in self.abort_hooks:
+            hook(req)
 
     def changed(self, key: AppKey) -> None:
         """Note that ``key`` changed: its polls are woken right after the current request is answered.
@@ -367,6 +424,8 @@ class ProtocolApp:
         of one app within one loop iteration into one wake-up with the latest content.
         """
         self.generation += 1
+        for listener in self.listeners:
+            listener(key)
         if key == (INFRA_APPID, self.config.env) and self.on_infra_change is not None:
             self.on_infra_change()
         if not self.waiters.count:
@@ -404,6 +463,7 @@ class ProtocolApp:
                 timer.cancel()
                 req.respond(answer)
             woken += len(ws)
+        self.counters.poll_answers += woken
         return woken
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -473,6 +533,7 @@ class ProtocolApp:
         )
         for key in {(i.appid, i.env) for i in removed}:
             self.changed(key)
+        self.counters.evictions += len(removed)
         if removed:
             log.info("evicted %d instance(s)", len(removed))
         return removed

@@ -17,6 +17,7 @@ from typing import Any
 
 from discoverd.config import ServerConfig, join_hostport, split_hostport
 from discoverd.core.registry import Registry
+from discoverd.server import auth, dashboard, metrics
 from discoverd.server.app import ProtocolApp
 from discoverd.server.cluster import refresh_peers, sync_from_peers
 from discoverd.server.http import HttpServer, text_response
@@ -66,6 +67,10 @@ class Node:
             config = config.replace(advertise=self.address)
             self.config = config
         app = ProtocolApp(config, self._registry)
+        metrics.install(app, self)
+        auth.install(app, config)
+        if config.dashboard:
+            dashboard.install(app, self)
         self.http.handler, self.http.on_abort = app.handle, app.on_abort
         self.app = app
         log.info("discoverd listening on %s (advertise %s)", self.address, config.advertise)

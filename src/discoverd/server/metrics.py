@@ -1,0 +1,13 @@
+"""Prometheus metrics of a node (``GET /metrics``). Placeholder: installs nothing yet."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from discoverd.server.app import ProtocolApp
+    from discoverd.server.runner import Node
+
+
+def install(app: ProtocolApp, node: Node) -> None:
+    """Serve ``/metrics`` for ``app`` (run by the node at start)."""
