@@ -123,3 +123,27 @@ def test_public_namespace_is_sorted_and_complete() -> None:
     assert discoverd.__all__ == sorted(discoverd.__all__)
     for name in discoverd.__all__:
         assert hasattr(discoverd, name), name
+
+
+def test_serve_refuses_bad_security_settings_with_a_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from discoverd.cli import main
+
+    assert (
+        main(
+            [
+                "serve",
+                "--addr",
+                "127.0.0.1:0",
+                "--tls-cert",
+                str(tmp_path / "nope.pem"),
+                "--tls-key",
+                str(tmp_path / "nope.key"),
+            ]
+        )
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert err.startswith("discoverd: ") and err.count("\n") == 1
+    assert main(["serve", "--addr", "127.0.0.1:0", "--token", "t:superuser"]) == 2

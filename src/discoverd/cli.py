@@ -9,7 +9,6 @@ Flags use the names other tooling drives (``--addr``, ``--advertise``, ``--zone`
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 
@@ -82,19 +81,23 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _serve(ns: argparse.Namespace) -> int:
+    from discoverd.server.auth import preflight
     from discoverd.server.runner import Node, serve_forever
 
     overrides = {k: v for k, v in vars(ns).items() if k not in {"command", "config"} and v is not None}
     try:
         config = load_config(toml_path=ns.config, overrides=overrides)
+        preflight(config)  # bad token specs, certificates or CA: one line and exit 2, before binding
     except ConfigError as exc:
         print(f"discoverd: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=config.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
+    from discoverd.server import logs
+
+    try:
+        logs.configure(config)  # text or JSON lines on stderr, at config.log_level
+    except ConfigError as exc:
+        print(f"discoverd: {exc}", file=sys.stderr)
+        return 2
 
     def ready(node: Node) -> None:
         print(f"discoverd listening on {node.address}", flush=True)

@@ -144,13 +144,13 @@ def test_metrics_show_the_queue_of_a_dead_peer(cluster: Cluster) -> None:
         with urlopen(f"http://{cluster.a.addr}/metrics", timeout=5) as r:
             text = r.read().decode()
         line = next(x for x in text.splitlines() if x.startswith(f'{name}{{peer="{peer}"}}'))
-        return int(line.rsplit(" ", 1)[1])
+        return int(float(line.rsplit(" ", 1)[1]))
 
     dead = cluster.b.addr
     cluster.b.kill()
     for i in range(50):
         register(cluster.a.addr, f"q{i:02d}")
-    eventually(lambda: metric("discoverd_replication_failed", dead) > 0, what="A notices B is gone")
+    eventually(lambda: metric("discoverd_replication_failed_total", dead) > 0, what="A notices B is gone")
     assert metric("discoverd_replication_pending", dead) >= 40  # queued, waiting for B
     eventually(lambda: metric("discoverd_replication_pending", cluster.c.addr) == 0, what="C is served")
-    assert metric("discoverd_replication_sent", cluster.c.addr) >= 50
+    assert metric("discoverd_replication_sent_total", cluster.c.addr) >= 50

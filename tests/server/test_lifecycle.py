@@ -128,9 +128,9 @@ async def metrics(http: aiohttp.ClientSession, addr: str) -> str:
 async def test_metrics_reports_gauges(node: Node, http: aiohttp.ClientSession) -> None:
     await Wire(http, node.address).register("a")
     text = await metrics(http, node.address)
-    assert "discoverd_instances 2\n" in text  # a + infra.discovery
-    assert "discoverd_apps 2\n" in text
-    assert "discoverd_held_polls 0\n" in text
+    assert "discoverd_instances 2.0\n" in text  # a + infra.discovery
+    assert "discoverd_apps 2.0\n" in text
+    assert "discoverd_held_polls 0.0\n" in text
 
 
 async def test_graceful_stop_answers_held_polls_and_exits_quickly() -> None:
@@ -143,7 +143,7 @@ async def test_graceful_stop_answers_held_polls_and_exits_quickly() -> None:
             q = [("env", "dev"), ("hostname", "c"), ("appid", "a"), ("latest_timestamp", latest)]
             polls = [asyncio.ensure_future(wire.get("polls", q)) for _ in range(5)]
             deadline = time.monotonic() + 5
-            while "discoverd_held_polls 5\n" not in await metrics(http, srv.addr):
+            while "discoverd_held_polls 5.0\n" not in await metrics(http, srv.addr):
                 assert time.monotonic() < deadline, "polls never held"
                 await asyncio.sleep(0.01)
             started = time.monotonic()

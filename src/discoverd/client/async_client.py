@@ -34,6 +34,8 @@ from discoverd.errors import NOT_FOUND, NOT_MODIFIED, BadRequest, DiscoverdError
 from discoverd.model import INFRA_APPID, UP, Instance
 
 log = logging.getLogger("discoverd.client")
+UNAUTHORIZED = -401
+FORBIDDEN = -403
 
 
 def _env(name: str, default: str) -> str:
@@ -70,7 +72,7 @@ class AsyncClient:
         self._backoff_policy = Backoff(
             base=self.config.backoff_base, cap=self.config.backoff_cap, rng=self._rng.random
         )
-        self._transport = Transport(request_timeout=self.config.request_timeout)
+        self._transport = Transport.for_config(self.config)
         self._state = WatchState()
         self._state.add(INFRA_APPID)
         self._signals: dict[str, asyncio.Event] = {}
@@ -139,6 +141,8 @@ class AsyncClient:
                         "no infra.discovery in env %r: is the client's env the servers' env?", self.env
                     )
                     return
+                if answer.code in (UNAUTHORIZED, FORBIDDEN):  # retrying cannot help: fail start() now
+                    raise error_for_code(answer.code, answer.message)
                 raise Unavailable(f"{self.nodes.current}: answered {answer.code}")
             except (Unavailable, BadRequest) as exc:
                 log.info("bootstrap: %s", exc)

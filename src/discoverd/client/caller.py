@@ -10,14 +10,16 @@ registry), and retries on the next untried instance:
 * never on an instance already tried in the same call, and within a total deadline.
 
 Per-callee settings (:class:`CalleeConfig`): timeout, access token (header ``Access-Token``),
-HTTPS, extra headers, retry policy. End-user context headers of an incoming request are relayed
-(the seed's list) and ``X-From-App`` / ``X-From-Node`` are added. A route hook may rewrite app, method,
-path and body per call.
+HTTPS (certificates verified against the callee's ``tls_ca``, else the client's
+``ClientConfig.tls_ca``, else the system's CAs), extra headers, retry policy. End-user context
+headers of an incoming request are relayed (the seed's list) and ``X-From-App`` / ``X-From-Node``
+are added. A route hook may rewrite app, method, path and body per call.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
@@ -26,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import orjson
 
+from discoverd.client.transport import tls_context
 from discoverd.core.balancing import (
     Balancer,
     NoInstance,
@@ -78,6 +81,8 @@ class CalleeConfig:
     """Sent as the ``Access-Token`` header when set."""
     https: bool = False
     """Call ``https://`` (verifying certificates with ``ssl``) instead of ``http://``."""
+    tls_ca: str = ""
+    """PEM CA bundle verifying this callee over HTTPS; empty: the client's ``tls_ca``, else the system's."""
     headers: Mapping[str, str] = field(default_factory=dict)
     max_attempts: int = 3
     retry_non_idempotent: bool = False
@@ -179,6 +184,7 @@ class AsyncCaller:
         self._zone_affinity = zone_affinity
         self._balancers: dict[str, Balancer] = {}
         self._session: aiohttp.ClientSession | None = None
+        self._contexts: dict[str, ssl.SSLContext] = {}
         self._closed = False
 
     def __repr__(self) -> str:
@@ -202,6 +208,16 @@ class AsyncCaller:
         if self._session is None:
             self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
         return self._session
+
+    def _ssl(self, cfg: CalleeConfig) -> ssl.SSLContext | bool:
+        """What to pass as aiohttp's ``ssl=``: a context for a custom CA (one per bundle), else ``True``."""
+        cafile = cfg.tls_ca or self.client.config.tls_ca
+        if not cfg.https or not cafile:
+            return True
+        ctx = self._contexts.get(cafile)
+        if ctx is None:
+            ctx = self._contexts[cafile] = tls_context(cafile)
+        return ctx
 
     async def candidates(self, appid: str, cfg: CalleeConfig) -> list[Instance]:
         """Healthy-looking instances of ``appid``: UP, filtered by colour/cluster, not ejected."""
@@ -253,6 +269,7 @@ class AsyncCaller:
         tried: list[str] = []
         failures: list[tuple[str, str]] = []
         balancer = self.balancer_for(route.appid)
+        tls = self._ssl(cfg)
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
@@ -275,6 +292,7 @@ class AsyncCaller:
                     params=params,
                     headers=hdrs,
                     timeout=aiohttp.ClientTimeout(total=per_try),
+                    ssl=tls,
                     **body_kw,
                 ) as resp:
                     body = await resp.read()
@@ -335,7 +353,10 @@ class AsyncCaller:
             started = time.monotonic()
             try:
                 ws = await self._http().ws_connect(
-                    url, headers=hdrs, timeout=aiohttp.ClientWSTimeout(ws_close=cfg.timeout)
+                    url,
+                    headers=hdrs,
+                    timeout=aiohttp.ClientWSTimeout(ws_close=cfg.timeout),
+                    ssl=self._ssl(cfg),
                 )
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 self._report(balancer, ins, key, ok=False, started=started)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from discoverd.errors import ConfigError
@@ -25,11 +25,21 @@ class ClientConfig:
     """First retry delay after a node failure; doubles per consecutive failure (full jitter)."""
     backoff_cap: float = 10.0
     """Largest retry delay."""
+    token: str = field(default="", repr=False)
+    """Access token sent as ``Authorization: Bearer`` on every request to the registry (empty: none)."""
+    https: bool = False
+    """Reach the registry nodes over HTTPS (certificates verified with ``tls_ca`` or the system CAs)."""
+    tls_ca: str = ""
+    """PEM CA bundle that verifies the registry nodes (with ``https``) and, unless a callee names its own,
+    the instances the caller reaches over HTTPS; empty: the system's CAs."""
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
-            if getattr(self, f.name) <= 0:
+            value = getattr(self, f.name)
+            if isinstance(value, float | int) and not isinstance(value, bool) and value <= 0:
                 raise ConfigError(f"{f.name} must be positive")
+        if self.token and (not self.token.isascii() or not self.token.isprintable() or " " in self.token):
+            raise ConfigError("token must be printable ASCII without spaces")
 
     def replace(self, **changes: Any) -> ClientConfig:
         return dataclasses.replace(self, **changes)

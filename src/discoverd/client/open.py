@@ -1,8 +1,9 @@
 """``open_registry(url)``: a registry backend by URL.
 
 * ``memory://`` — :class:`~discoverd.backends.memory.MemoryRegistry`, in-process (the embedded default);
-* ``discoverd://host:port[,host:port]?env=&zone=&region=&hostname=`` —
-  :class:`~discoverd.client.registry.DiscoverdRegistry`, a discoverd / bilibili-discovery cluster;
+* ``discoverd://host:port[,host:port]?env=&zone=&region=&hostname=&token=&tls_ca=`` —
+  :class:`~discoverd.client.registry.DiscoverdRegistry`, a discoverd / bilibili-discovery cluster
+  (``discoverd+https://`` for nodes serving HTTPS);
 * ``redis://[:password@]host:port[/db]?app=&heartbeat=&reap=&timeout=`` —
   :class:`~discoverd.backends.redis.RedisRegistry`, wire-compatible with apigo/ssgo discover (db 15
   by default);
@@ -41,7 +42,7 @@ def open_registry(url: str = "memory://") -> Registry:
         if rest:
             raise ConfigError(f"{url!r}: memory:// takes no parameter but cache")
         registry: Registry = MemoryRegistry()
-    elif parts.scheme == "discoverd":
+    elif parts.scheme in ("discoverd", "discoverd+https"):
         registry = DiscoverdRegistry(bare)
     elif parts.scheme == "redis":
         registry = RedisRegistry(bare)
@@ -49,7 +50,8 @@ def open_registry(url: str = "memory://") -> Registry:
         registry = GossipRegistry(bare)
     else:
         raise ConfigError(
-            f"{url!r}: unknown registry scheme {parts.scheme!r} (memory://, discoverd://, redis://, gossip://)"
+            f"{url!r}: unknown registry scheme {parts.scheme!r} "
+            "(memory://, discoverd://, discoverd+https://, redis://, gossip://)"
         )
     if cache:
         try:

@@ -1,7 +1,9 @@
 """``discoverd://`` — the registry interface over a discoverd (or bilibili/discovery) server.
 
 ``DiscoverdRegistry("discoverd://h1:7171,h2:7171?env=dev&zone=sh001&region=sh&hostname=me")``
-runs an :class:`AsyncClient` (started on first use). Mapping onto the protocol:
+runs an :class:`AsyncClient` (started on first use). ``discoverd+https://`` reaches the nodes over
+HTTPS; ``token=`` (sent as ``Authorization: Bearer``) and ``tls_ca=`` (a PEM CA bundle path) set the
+client's :class:`ClientConfig` fields of the same names. Mapping onto the protocol:
 
 * ``register`` keeps the instance alive with heartbeats until ``deregister``/``aclose`` (``ttl`` is
   not needed: the server evicts silent instances); it is keyed by the instance's ``appid`` and
@@ -28,20 +30,32 @@ from discoverd.core.watch import decode_info
 from discoverd.errors import ConfigError, DiscoverdError, error_for_code
 from discoverd.model import INFRA_APPID, Action, Event, Instance, diff_instances
 
+SCHEMES = ("discoverd", "discoverd+https")
+_IDENTITY = frozenset({"env", "zone", "region", "hostname"})
+_SECURITY = frozenset({"token", "tls_ca"})
 
-def parse_discoverd_url(url: str) -> dict[str, Any]:
-    """``discoverd://h:p[,h:p]?env=&zone=&region=&hostname=`` → :class:`AsyncClient` keyword args."""
+
+def parse_discoverd_url(url: str, config: ClientConfig | None = None) -> dict[str, Any]:
+    """``discoverd[+https]://h:p[,h:p]?env=&zone=&region=&hostname=&token=&tls_ca=`` →
+    :class:`AsyncClient` keyword args; ``config`` (default: the defaults) gets the URL's ``https``,
+    ``token`` and ``tls_ca``. Raises :class:`ConfigError` for anything else."""
     parts = urlsplit(url)
-    if parts.scheme != "discoverd":
-        raise ConfigError(f"{url!r}: expected a discoverd:// URL")
+    if parts.scheme not in SCHEMES:
+        raise ConfigError(f"{url!r}: expected a discoverd:// or discoverd+https:// URL")
     nodes = [n for n in parts.netloc.split(",") if n]
     if not nodes:
         raise ConfigError(f"{url!r}: no registry node")
     query = {k: v[0] for k, v in parse_qs(parts.query).items()}
-    unknown = set(query) - {"env", "zone", "region", "hostname"}
+    unknown = set(query) - _IDENTITY - _SECURITY
     if unknown:
         raise ConfigError(f"{url!r}: unknown parameter(s) {sorted(unknown)}")
-    return {"nodes": nodes, **query}
+    changes: dict[str, Any] = {k: v for k, v in query.items() if k in _SECURITY}
+    if parts.scheme == "discoverd+https":
+        changes["https"] = True
+    base = config or ClientConfig()
+    out: dict[str, Any] = {"nodes": nodes, **{k: v for k, v in query.items() if k in _IDENTITY}}
+    out["config"] = base.replace(**changes) if changes else config
+    return out
 
 
 class DiscoverdRegistry(Registry):
@@ -58,7 +72,7 @@ class DiscoverdRegistry(Registry):
         if client is None:
             if url is None:
                 raise ConfigError("DiscoverdRegistry needs a url or a client")
-            client = AsyncClient(**parse_discoverd_url(url), config=config)
+            client = AsyncClient(**parse_discoverd_url(url, config))
             self._owns_client = True
         else:
             self._owns_client = False

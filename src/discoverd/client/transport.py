@@ -1,17 +1,21 @@
 """HTTP to the registry nodes (aiohttp), with the protocol's envelopes decoded.
 
-No aiohttp exception escapes: transport failures become :class:`~discoverd.errors.Unavailable`.
+No aiohttp exception escapes: transport failures (certificate failures included) become
+:class:`~discoverd.errors.Unavailable`. With a token, every request carries ``Authorization: Bearer``;
+with ``https`` the nodes are reached over HTTPS, verified with a custom CA bundle or the system's.
 """
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Sequence
 from typing import Any
 
 import aiohttp
 import orjson
 
-from discoverd.errors import Unavailable
+from discoverd.client.config import ClientConfig
+from discoverd.errors import ConfigError, Unavailable
 
 Params = Sequence[tuple[str, str]]
 
@@ -34,19 +38,59 @@ class Answer:
         return f"Answer(code={self.code}, message={self.message!r})"
 
 
-class Transport:
-    """One aiohttp session for all the nodes of a client. Task-safe; ``aclose()`` is idempotent."""
+def tls_context(cafile: str = "") -> ssl.SSLContext:
+    """A verifying client context (host names checked, TLS ≥ 1.2) trusting ``cafile`` (a PEM bundle)
+    or, when empty, the system's CAs. Raises :class:`ConfigError` when the bundle cannot be loaded."""
+    try:
+        ctx = ssl.create_default_context(cafile=cafile or None)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"tls_ca {cafile}: {exc}") from None
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    return ctx
 
-    def __init__(self, *, request_timeout: float, user_agent: str = "discoverd-python") -> None:
+
+class Transport:
+    """One aiohttp session for all the nodes of a client. Task-safe; ``aclose()`` is idempotent.
+
+    ``token`` is sent as ``Authorization: Bearer`` on every request; ``https`` selects the scheme and
+    ``tls_ca`` the CA bundle (default: the system's). A bad bundle raises :class:`ConfigError` here.
+    """
+
+    def __init__(
+        self,
+        *,
+        request_timeout: float,
+        user_agent: str = "discoverd-python",
+        token: str = "",
+        https: bool = False,
+        tls_ca: str = "",
+    ) -> None:
         self._timeout = request_timeout
         self._session: aiohttp.ClientSession | None = None
         self._headers = {"User-Agent": user_agent}
+        if token:
+            self._headers["Authorization"] = f"Bearer {token}"
+        self.scheme = "https" if https else "http"
+        self._ssl: ssl.SSLContext | bool = tls_context(tls_ca) if https and tls_ca else True
+
+    @classmethod
+    def for_config(cls, config: ClientConfig) -> Transport:
+        """The transport a client with ``config`` uses (timeout, token, https, CA)."""
+        return cls(
+            request_timeout=config.request_timeout,
+            token=config.token,
+            https=config.https,
+            tls_ca=config.tls_ca,
+        )
+
+    def __repr__(self) -> str:
+        return f"<Transport {self.scheme} token={'set' if 'Authorization' in self._headers else 'none'}>"
 
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 headers=self._headers,
-                connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=40.0),
+                connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=40.0, ssl=self._ssl),
             )
         return self._session
 
@@ -65,7 +109,7 @@ class Transport:
         Raises :class:`Unavailable` on connection errors, timeouts, non-200 or non-JSON answers.
         """
         session = self._open()
-        url = f"http://{node}/discovery/{path}"
+        url = f"{self.scheme}://{node}/discovery/{path}"
         limit = aiohttp.ClientTimeout(total=timeout if timeout is not None else self._timeout)
         try:
             if method == "POST":

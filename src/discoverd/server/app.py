@@ -122,7 +122,7 @@ class ProtocolApp:
         """Set by the node when it has peers; writes from clients are queued to it."""
         self.on_infra_change: Callable[[], None] | None = None
         """Called when this env's ``infra.discovery`` changed (the node rebuilds its peer list)."""
-        self.extra_routes: dict[str, Callable[[HttpRequest], bytes | None]] = {"/metrics": self.metrics}
+        self.extra_routes: dict[str, Callable[[HttpRequest], bytes | None]] = {}
         """Non-protocol routes (metrics, dashboard), any method; ``None`` defers the answer (long poll)."""
         self.counters = Counters()
         self.authorize: Authorizer | None = None
@@ -535,7 +535,11 @@ class ProtocolApp:
             self.changed(key)
         self.counters.evictions += len(removed)
         if removed:
-            log.info("evicted %d instance(s)", len(removed))
+            log.info(
+                "evicted %d instance(s)",
+                len(removed),
+                extra={"event": "evict", "count": len(removed), "apps": sorted({i.appid for i in removed})},
+            )
         return removed
 
     def recount(self) -> None:
@@ -553,7 +557,7 @@ class ProtocolApp:
         return len(held)
 
     def stats(self) -> dict[str, int]:
-        """Gauges of the node's state (also served at ``/metrics``)."""
+        """Gauges of the node's state (``server/metrics.py`` exports them, with more, at ``/metrics``)."""
         g = self.registry.guard
         return {
             "apps": len(self.registry.apps),
@@ -565,23 +569,6 @@ class ProtocolApp:
             "guard_protecting": int(g.protecting),
             "startup_protect": int(self.protected),
         }
-
-    def metrics(self, req: HttpRequest) -> bytes:
-        """``GET /metrics``: the :meth:`stats` gauges in the Prometheus text format."""
-        lines = []
-        for name, value in self.stats().items():
-            lines.append(f"# TYPE discoverd_{name} gauge\ndiscoverd_{name} {value}\n")
-        if self.replicator is not None:
-            peers = self.replicator.stats()
-            for field in ("pending", "dropped", "sent", "failed"):
-                lines.append(f"# TYPE discoverd_replication_{field} gauge\n")
-                lines.extend(
-                    f'discoverd_replication_{field}{{peer="{peer}"}} {counts[field]}\n'
-                    for peer, counts in sorted(peers.items())
-                )
-        return build_response(
-            200, "".join(lines).encode(), content_type=b"text/plain; version=0.0.4; charset=utf-8"
-        )
 
 
 def _not_modified() -> bytes:

@@ -5,8 +5,8 @@ request machinery caps them at ~12k req/s on this hardware, half the target; thi
 It is deliberately small: keep-alive and pipelining (answers in request order), ``Expect:
 100-continue``, request bodies up to a limit, idle-connection reaping, and deferred answers (a
 handler returns ``None`` and answers later through :meth:`HttpRequest.respond`, which is how long
-polls are parked without a task per request). HTTP/2, TLS termination, chunked answers and upgrades
-are out of scope.
+polls are parked without a task per request), TLS (an ``ssl.SSLContext`` passed to :meth:`HttpServer.start`)
+and a cap on open connections per client address. HTTP/2, chunked answers and upgrades are out of scope.
 """
 
 from __future__ import annotations
@@ -159,6 +159,7 @@ class HttpConnection(asyncio.Protocol):
         self.closed = False
         self.peer = ""
         self.last_active = 0.0
+        self._counted = False
 
     # -- asyncio.Protocol --------------------------------------------------------------------
 
@@ -167,10 +168,18 @@ class HttpConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.peer = str(peer[0]) if isinstance(peer, tuple) else ""
         self.last_active = self._server.loop.time()
+        if not self._server.admit(self.peer):
+            self._rejected = True
+            self._close()
+            return
+        self._counted = bool(self.peer)
         self._server.connections.add(self)
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self.closed = True
+        if self._counted:
+            self._counted = False
+            self._server.release(self.peer)
         self._server.connections.discard(self)
         current, self._current = self._current, None
         self._pending.clear()
@@ -303,6 +312,9 @@ class HttpServer:
     """Listens, owns the connections, reaps idle keep-alive connections.
 
     ``on_abort(request)`` is called when a deferred request's client disconnects.
+    ``max_conns_per_host`` (0: no limit) caps the open connections of one client IP address: a
+    connection beyond it is closed as soon as it is accepted (after the TLS handshake with TLS), and
+    counted in :attr:`refused`. Connections without an IP peer (Unix sockets) are not limited.
     """
 
     def __init__(
@@ -312,20 +324,53 @@ class HttpServer:
         on_abort: Callable[[HttpRequest], None] = lambda _r: None,
         max_body: int = 1 << 20,
         idle_timeout: float = 120.0,
+        max_conns_per_host: int = 0,
     ) -> None:
         self.handler = handler
         self.on_abort = on_abort
         self.max_body = max_body
         self.idle_timeout = idle_timeout
+        self.max_conns_per_host = max_conns_per_host
         self.connections: set[HttpConnection] = set()
+        self.per_host: dict[str, int] = {}
+        """Open connections per client IP address (addresses with none are removed)."""
+        self.refused = 0
+        """Connections closed at once because their host was at ``max_conns_per_host``."""
         self.loop = asyncio.get_running_loop()
         self._server: asyncio.base_events.Server | None = None
 
     def __repr__(self) -> str:
         return f"<HttpServer {self.address} connections={len(self.connections)}>"
 
+    def admit(self, peer: str) -> bool:
+        """Count a new connection from ``peer``; False (and counted as refused) when over the limit."""
+        if not peer:
+            return True
+        n = self.per_host.get(peer, 0)
+        if self.max_conns_per_host and n >= self.max_conns_per_host:
+            self.refused += 1
+            if self.refused == 1 or self.refused % 1000 == 0:
+                log.warning(
+                    "%s has %d open connections (the limit): refusing more (%d refused so far)",
+                    peer,
+                    n,
+                    self.refused,
+                )
+            return False
+        self.per_host[peer] = n + 1
+        return True
+
+    def release(self, peer: str) -> None:
+        """A counted connection from ``peer`` closed."""
+        n = self.per_host.get(peer, 0) - 1
+        if n > 0:
+            self.per_host[peer] = n
+        else:
+            self.per_host.pop(peer, None)
+
     async def start(self, host: str, port: int, **kw: Any) -> None:
-        """Bind and start accepting (``port`` 0 picks a free port: see :attr:`address`)."""
+        """Bind and start accepting (``port`` 0 picks a free port: see :attr:`address`); keyword
+        arguments go to ``loop.create_server`` (``ssl=context`` serves HTTPS)."""
         self._server = await self.loop.create_server(
             lambda: HttpConnection(self), host, port, reuse_address=True, backlog=4096, **kw
         )

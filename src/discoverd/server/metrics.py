@@ -1,13 +1,327 @@
-"""Prometheus metrics of a node (``GET /metrics``). Placeholder: installs nothing yet."""
+"""Prometheus metrics of a node (``GET /metrics``), read from the node's state at scrape time.
+
+:func:`install` gives each node its own :class:`~prometheus_client.CollectorRegistry` (several nodes may
+share a process; the global ``REGISTRY`` is never used) holding one :class:`NodeCollector`, which reads
+the registry, the counters, the guard, the held polls, the replication queues and the snapshot state
+only when ``/metrics`` is scraped: nothing is done per protocol request, except the latency histogram.
+
+The latency histogram is :class:`LatencyTable`, a lock-free bucket array (the node runs on one loop):
+``observe`` costs ~0.25 µs against ~1 µs for a ``prometheus_client.Histogram`` child (measured on this
+machine; renew is answered in ~38 µs at 26k req/s). It is exported as a normal Prometheus histogram.
+Every metric is described in ``docs/metrics.md``.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import bisect
+import operator
+import platform
+import time
+from collections import Counter
+from collections.abc import Collection, Iterator
+from typing import TYPE_CHECKING, Final
+
+from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import Collector
+
+from discoverd import __version__
+from discoverd.model import UP, WAITING
+from discoverd.server import logs
+from discoverd.server.http import HttpRequest, build_response, text_response
+from discoverd.server.replication import NODE_UP
 
 if TYPE_CHECKING:
     from discoverd.server.app import ProtocolApp
     from discoverd.server.runner import Node
 
+#: Upper bounds (seconds) of the handler-latency buckets: handlers take tens of microseconds.
+LATENCY_BUCKETS: Final = (
+    0.000025,
+    0.00005,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.1,
+    1.0,
+)
 
-def install(app: ProtocolApp, node: Node) -> None:
-    """Serve ``/metrics`` for ``app`` (run by the node at start)."""
+#: ``app.counters`` field → (metric name without ``_total``, help).
+COUNTERS: Final = {
+    "registers": (
+        "discoverd_registers",
+        "Registers applied (new or replaced instances, replicated ones too).",
+    ),
+    "renews": ("discoverd_renews", "Renew requests (including those answered -404)."),
+    "cancels": ("discoverd_cancels", "Cancels that removed an instance."),
+    "sets": ("discoverd_sets", "Set requests that passed parameter binding (including refused ones)."),
+    "poll_answers": ("discoverd_poll_answers", "Long polls answered with changes (at once or when woken)."),
+    "poll_not_modified": ("discoverd_poll_not_modified", "Long polls answered -304 (hold expired)."),
+    "poll_refused": ("discoverd_polls_refused", "Long polls refused -503 because max_polls were held."),
+    "evictions": ("discoverd_evictions", "Instances removed by eviction passes."),
+}
+
+_STATUS_NAMES: Final = {UP: "up", WAITING: "waiting"}
+_status: Final = operator.attrgetter("status")
+
+
+class LatencyTable:
+    """Per-endpoint handler latency in fixed buckets. Not thread-safe (the node's loop only).
+
+    Only paths known to the app's protocol routes are recorded (the label set stays bounded);
+    anything else is ignored. ``observe`` is meant to be ``app.observe``.
+    """
+
+    __slots__ = ("_bounds", "_entries", "_routes")
+
+    def __init__(self, routes: Collection[str], bounds: tuple[float, ...] = LATENCY_BUCKETS) -> None:
+        self._bounds = bounds
+        self._routes = routes
+        """Live view of the protocol paths (``app.routes``): a route added later is measured too."""
+        self._entries: dict[str, list[float]] = {p: [0.0] * (len(bounds) + 2) for p in routes}
+        """path → per-bucket counts (last slot: above every bound), then the sum in the final slot."""
+
+    def __repr__(self) -> str:
+        return f"<LatencyTable endpoints={len(self._entries)}>"
+
+    def observe(self, path: str, seconds: float) -> None:
+        """Count one request of ``path`` that took ``seconds`` (~0.25 µs); unknown paths are ignored."""
+        e = self._entries.get(path)
+        if e is None:
+            if path not in self._routes:
+                return
+            e = self._entries[path] = [0.0] * (len(self._bounds) + 2)
+        e[bisect.bisect_left(self._bounds, seconds)] += 1
+        e[-1] += seconds
+
+    def family(self) -> HistogramMetricFamily:
+        """The histogram ``discoverd_request_duration_seconds{endpoint}`` (cumulative buckets)."""
+        fam = HistogramMetricFamily(
+            "discoverd_request_duration_seconds",
+            "Time spent in protocol handlers for requests answered at once (held polls excluded).",
+            labels=["endpoint"],
+        )
+        edges = [*(repr(float(b)) for b in self._bounds), "+Inf"]  # Go float formatting
+        for path, e in sorted(self._entries.items()):
+            running, buckets = 0.0, []
+            for edge, n in zip(edges, e[:-1], strict=True):
+                running += n
+                buckets.append((edge, running))
+            fam.add_metric([path], buckets, e[-1])
+        return fam
+
+
+class NodeCollector(Collector):
+    """Reads one node's state at scrape time; see ``docs/metrics.md`` for every family."""
+
+    def __init__(self, app: ProtocolApp, node: Node | None, latency: LatencyTable) -> None:
+        self.app = app
+        self.node = node
+        self.latency = latency
+        self.started = time.time()
+
+    def __repr__(self) -> str:
+        return f"<NodeCollector {self.app.advertise}>"
+
+    def describe(self) -> list[Metric]:
+        return []  # nothing to check for name clashes: the registry is this node's alone
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._info()
+        yield from self._registry()
+        yield from self._events()
+        yield from self._guard()
+        yield from self._replication()
+        yield from self._snapshot()
+        yield from self._http()
+        yield self.latency.family()
+
+    def _info(self) -> Iterator[Metric]:
+        c = self.app.config
+        build = GaugeMetricFamily(
+            "discoverd_build_info", "Always 1: the discoverd version.", labels=["version", "python"]
+        )
+        build.add_metric([__version__, platform.python_version()], 1)
+        node = GaugeMetricFamily(
+            "discoverd_node_info",
+            "Always 1: this node's identity.",
+            labels=["region", "zone", "env", "hostname", "advertise"],
+        )
+        node.add_metric([c.region, c.zone, c.env, c.hostname, self.app.advertise], 1)
+        start = GaugeMetricFamily("discoverd_start_time_seconds", "When the node started (Unix time).")
+        start.add_metric([], self.started)
+        yield from (build, node, start)
+
+    def _registry(self) -> Iterator[Metric]:
+        reg = self.app.registry
+        yield _gauge("discoverd_instances", "Registered instances (every env and zone).", reg.size)
+        yield _gauge("discoverd_apps", "Registered (appid, env) pairs.", len(reg.apps))
+        by_zone: dict[tuple[str, str, str], int] = {}
+        apps_zone: dict[tuple[str, str], int] = {}
+        apps_env: dict[str, int] = {}
+        for app in reg.apps.values():
+            env = app.env
+            apps_env[env] = apps_env.get(env, 0) + 1
+            for zone, hosts in app.zones.items():
+                apps_zone[(env, zone)] = apps_zone.get((env, zone), 0) + 1
+                for status, n in Counter(map(_status, hosts.values())).items():  # C loops: ~30 ns each
+                    key = (env, zone, _STATUS_NAMES.get(status, "other"))
+                    by_zone[key] = by_zone.get(key, 0) + n
+        fam = GaugeMetricFamily(
+            "discoverd_instances_by_zone",
+            "Instances by env, zone and status.",
+            labels=["env", "zone", "status"],
+        )
+        for labels, n in sorted(by_zone.items()):
+            fam.add_metric(list(labels), n)
+        yield fam
+        fam = GaugeMetricFamily(
+            "discoverd_apps_by_zone", "Apps with at least one instance in the zone.", labels=["env", "zone"]
+        )
+        for labels2, n in sorted(apps_zone.items()):
+            fam.add_metric(list(labels2), n)
+        yield fam
+        fam = GaugeMetricFamily("discoverd_apps_by_env", "Apps by env.", labels=["env"])
+        for env, n in sorted(apps_env.items()):
+            fam.add_metric([env], n)
+        yield fam
+
+    def _events(self) -> Iterator[Metric]:
+        for field, value in self.app.counters.as_dict().items():
+            name, doc = COUNTERS.get(field, (f"discoverd_{field}", f"The node's {field} count."))
+            fam = CounterMetricFamily(name, doc)
+            fam.add_metric([], value)
+            yield fam
+        yield _gauge("discoverd_held_polls", "Long polls held now.", self.app.waiters.count)
+        yield _gauge(
+            "discoverd_held_polls_limit",
+            "max_polls: held polls beyond it are refused.",
+            self.app.config.max_polls,
+        )
+
+    def _guard(self) -> Iterator[Metric]:
+        app = self.app
+        g = app.registry.guard
+        held = max(0.0, (app.no_evict_until - app.clock()) / 1e9)
+        yield _gauge("discoverd_guard_expected_renews", "Renews expected per guard window.", g.expected)
+        yield _gauge("discoverd_guard_needed_renews", "Renews needed per window to allow eviction.", g.needed)
+        yield _gauge(
+            "discoverd_guard_threshold", "Share of expected renews needed (protect_threshold).", g.threshold
+        )
+        yield _gauge(
+            "discoverd_guard_renews_last_window", "Renews counted in the last closed window.", g.last_window
+        )
+        yield _gauge(
+            "discoverd_guard_renews_this_window",
+            "Renews counted so far in the current window.",
+            g.this_window,
+        )
+        yield _gauge(
+            "discoverd_guard_protecting", "1 while self-preservation suspends eviction.", int(g.protecting)
+        )
+        yield _gauge(
+            "discoverd_startup_protect", "1 while start-up protect refuses reads (-500).", int(app.protected)
+        )
+        yield _gauge(
+            "discoverd_eviction_held_seconds", "Seconds left without eviction after a restore.", held
+        )
+
+    def _replication(self) -> Iterator[Metric]:
+        rep = self.app.replicator
+        if rep is None:
+            return
+        stats = rep.stats()
+        peers = {**rep.own, **{f"zone:{z}": p for z, p in rep.remote.items()}}
+        pending = GaugeMetricFamily(
+            "discoverd_replication_pending", "Operations queued for the peer.", labels=["peer"]
+        )
+        up = GaugeMetricFamily(
+            "discoverd_replication_peer_up", "1 if the peer's last answer was not a failure.", labels=["peer"]
+        )
+        counters = {
+            field: CounterMetricFamily(f"discoverd_replication_{field}", doc, labels=["peer"])
+            for field, doc in (
+                ("sent", "Operations the peer answered."),
+                ("failed", "Sends that failed (transport error or timeout; retried)."),
+                ("dropped", "Operations dropped: queue overflow, 10 failed attempts, or the peer left."),
+            )
+        }
+        for name, s in sorted(stats.items()):
+            pending.add_metric([name], s["pending"])
+            for field, fam in counters.items():
+                fam.add_metric([name], s[field])
+            peer = peers.get(name)
+            if peer is not None:
+                up.add_metric([name], int(peer.status == NODE_UP))
+        yield from (pending, up, *counters.values())
+
+    def _snapshot(self) -> Iterator[Metric]:
+        p = None if self.node is None else self.node.persistence
+        if p is None:
+            return
+        yield _gauge(
+            "discoverd_snapshot_unsaved_changes",
+            "1 when the registry changed since the last snapshot was written.",
+            int(self.app.generation != p.saved_generation),
+        )
+        if p.saved_at > 0:
+            now = self.app.clock()
+            yield _gauge(
+                "discoverd_snapshot_age_seconds",
+                "Seconds since the last snapshot was written.",
+                (now - p.saved_at) / 1e9,
+            )
+            yield _gauge(
+                "discoverd_snapshot_last_save_timestamp_seconds",
+                "When the last snapshot was written.",
+                p.saved_at / 1e9,
+            )
+
+    def _http(self) -> Iterator[Metric]:
+        http = None if self.node is None else self.node.http
+        if http is None:
+            return
+        yield _gauge("discoverd_http_connections", "Open client connections.", len(http.connections))
+        refused = getattr(http, "refused", None)
+        if isinstance(refused, int):
+            fam = CounterMetricFamily(
+                "discoverd_http_connections_refused",
+                "Connections closed at once: their host was at the limit.",
+            )
+            fam.add_metric([], refused)
+            yield fam
+
+
+def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, doc, value=value)
+
+
+def serve(registry: CollectorRegistry, req: HttpRequest) -> bytes:
+    """``GET /metrics``: the text format (OpenMetrics when the scraper asks for it)."""
+    if req.method not in ("GET", "HEAD"):
+        return text_response(405, "405 method not allowed")
+    encoder, content_type = choose_encoder(req.header("accept"))
+    return build_response(200, encoder(registry), content_type=content_type.encode())
+
+
+def install(app: ProtocolApp, node: Node | None) -> CollectorRegistry:
+    """Serve ``/metrics`` for ``app``, time its protocol handlers and install the event logs.
+
+    Run once per app by the node at start (before auth and the dashboard). Returns the node's own
+    registry (embedders may register more collectors on it). Replaces ``app.observe``.
+    """
+    registry = CollectorRegistry(auto_describe=False)
+    latency = LatencyTable(app.routes.keys())
+    registry.register(NodeCollector(app, node, latency))
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    app.observe = latency.observe
+    app.extra_routes["/metrics"] = lambda req: serve(registry, req)
+    logs.install(app)
+    return registry

@@ -47,7 +47,12 @@ class Persistence:
         for key in list(app.registry.apps):
             app.changed(key)
         self.saved_generation = app.generation
-        log.info("restored %d instance(s) from %s", count, self.store.path)
+        log.info(
+            "restored %d instance(s) from %s",
+            count,
+            self.store.path,
+            extra={"event": "restore", "count": count, "path": str(self.store.path)},
+        )
         return count
 
     async def save(self, *, force: bool = False) -> bool:

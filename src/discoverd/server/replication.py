@@ -9,6 +9,11 @@ cannot grow memory beyond the queue bound (the Go server replicates synchronousl
 Answers drive repair: a replicated renew answered ``-404`` sends the peer our full copy; ``-409``
 adopts the peer's newer copy. A peer is ``UP`` after an answer and ``LOST`` after a ``-500`` or a
 transport failure (the Go server leaves it UP on transport failures).
+
+Security: with TLS on, peers are reached over ``https`` with the node's client context (see
+``server/tls.py``); with a peer secret, every request carries ``Authorization: Bearer <secret>``. A
+peer refusing us (-401/-403: wrong secret, or a peer with tokens and no secret) is not retried: the
+operation is counted in ``refused`` and dropped, and the peer is LOST until it accepts one.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import ssl
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,6 +53,8 @@ class Peer:
     status: int = NODE_LOST
     sent: int = 0
     failed: int = 0
+    refused: int = 0
+    """Operations the peer refused with -401/-403 (authentication)."""
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     busy: set[object] = field(default_factory=set)
@@ -76,6 +84,9 @@ class Replicator:
         rng: random.Random | None = None,
         request_timeout: float = 5.0,
         senders: int = 4,
+        scheme: str = "http",
+        ssl_context: ssl.SSLContext | None = None,
+        peer_secret: str = "",
     ) -> None:
         self.zone = zone
         self.me = me
@@ -91,6 +102,12 @@ class Replicator:
         self.own: dict[str, Peer] = {}
         self.remote: dict[str, Peer] = {}
         self._session: aiohttp.ClientSession | None = None
+        self.scheme = scheme
+        """``http`` or ``https`` (TLS on: every peer is reached over HTTPS)."""
+        self._ssl = ssl_context
+        self._headers = {"User-Agent": "discoverd-peer"}
+        if peer_secret:
+            self._headers["Authorization"] = f"Bearer {peer_secret}"
 
     def __repr__(self) -> str:
         return f"<Replicator own={sorted(self.own)} zones={sorted(self.remote)}>"
@@ -137,7 +154,13 @@ class Replicator:
     def stats(self) -> dict[str, dict[str, int]]:
         peers = {**self.own, **{f"zone:{z}": p for z, p in self.remote.items()}}
         return {
-            name: {"pending": len(p.queue), "dropped": p.queue.dropped, "sent": p.sent, "failed": p.failed}
+            name: {
+                "pending": len(p.queue),
+                "dropped": p.queue.dropped,
+                "sent": p.sent,
+                "failed": p.failed,
+                "refused": p.refused,
+            }
             for name, p in peers.items()
         }
 
@@ -157,10 +180,10 @@ class Replicator:
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit_per_host=4, keepalive_timeout=60.0),
-                headers={"User-Agent": "discoverd-peer"},
+            connector = aiohttp.TCPConnector(
+                limit_per_host=4, keepalive_timeout=60.0, ssl=self._ssl if self._ssl is not None else True
             )
+            self._session = aiohttp.ClientSession(connector=connector, headers=self._headers)
         return self._session
 
     async def _worker(self, peer: Peer) -> None:
@@ -193,7 +216,7 @@ class Replicator:
 
     async def _send(self, peer: Peer, op: PeerOp) -> bool:
         """Post ``op``; returns False on a transport failure (to be retried)."""
-        url = f"http://{peer.addr}/discovery/{op.action}"
+        url = f"{self.scheme}://{peer.addr}/discovery/{op.action}"
         try:
             async with self._http().post(url, data=op.params, timeout=self._timeout) as resp:
                 body = await resp.read()
@@ -204,6 +227,9 @@ class Replicator:
             peer.rotate()
             return False
         code = doc.get("code") if isinstance(doc, dict) else None
+        if code in (-401, -403):
+            self._refused(peer, op, doc)
+            return True  # not retried: the same credentials would be refused again
         peer.sent += 1
         peer.status = NODE_LOST if code == -500 else NODE_UP
         if op.action == RENEW and op.key is not None:
@@ -217,6 +243,20 @@ class Replicator:
         elif code not in (0, None) and op.action in (REGISTER, CANCEL):
             log.debug("replication %s to %s answered %s", op.action, peer.addr, code)
         return True
+
+    def _refused(self, peer: Peer, op: PeerOp, doc: dict[str, Any]) -> None:
+        peer.refused += 1
+        peer.status = NODE_LOST
+        if peer.refused == 1 or peer.refused % 1000 == 0:
+            log.warning(
+                "replication to %s refused (%s %s): check peer_secret on both nodes (%d refused)",
+                peer.addr,
+                doc.get("code"),
+                doc.get("message"),
+                peer.refused,
+            )
+        else:
+            log.debug("replication %s to %s refused: %s", op.action, peer.addr, doc.get("code"))
 
     def _adopt_answer(self, data: object) -> None:
         try:
@@ -237,10 +277,14 @@ class Replicator:
     async def fetch_all(self, addr: str) -> list[Instance] | None:
         """A peer's ``fetch/all``, or ``None`` when it fails or refuses (-500 while in protect)."""
         try:
-            async with self._http().get(f"http://{addr}/discovery/fetch/all", timeout=self._timeout) as resp:
+            url = f"{self.scheme}://{addr}/discovery/fetch/all"
+            async with self._http().get(url, timeout=self._timeout) as resp:
                 doc = orjson.loads(await resp.read())
         except (aiohttp.ClientError, TimeoutError, OSError, orjson.JSONDecodeError) as exc:
             log.info("sync from %s failed: %s", addr, exc)
+            return None
+        if isinstance(doc, dict) and doc.get("code") in (-401, -403):
+            log.warning("sync from %s refused: %s (check peer_secret)", addr, doc.get("message"))
             return None
         if not isinstance(doc, dict) or doc.get("code") != 0 or not isinstance(doc.get("data"), dict):
             return None

@@ -17,7 +17,7 @@ from typing import Any
 
 from discoverd.config import ServerConfig, join_hostport, split_hostport
 from discoverd.core.registry import Registry
-from discoverd.server import auth, dashboard, metrics
+from discoverd.server import auth, dashboard, metrics, tls
 from discoverd.server.app import ProtocolApp
 from discoverd.server.cluster import refresh_peers, sync_from_peers
 from discoverd.server.http import HttpServer, text_response
@@ -57,12 +57,17 @@ class Node:
     async def _start(self) -> ProtocolApp:
         host, port = split_hostport(self.config.addr)
         config = self.config
+        auth.preflight(config)  # bad tokens, certificates or CA fail before binding
+        server_ssl = tls.server_context(config)
         self.http = HttpServer(
             lambda _req: text_response(503, "starting"),
             max_body=config.max_body,
             idle_timeout=config.idle_timeout,
+            max_conns_per_host=config.max_conns_per_host,
         )
-        await self.http.start(host, port)
+        await self.http.start(host, port, ssl=server_ssl)
+        for warning in auth.exposure_warnings(host, config):
+            log.warning("%s", warning)
         if not config.advertise:
             config = config.replace(advertise=self.address)
             self.config = config
@@ -85,6 +90,9 @@ class Node:
             spawn=tg.create_task,
             local_copy=app.local_copy,
             adopt=app.adopt,
+            scheme=tls.peer_scheme(c),
+            ssl_context=tls.client_context(c),
+            peer_secret=c.peer_secret,
         )
         app.replicator = replicator
         app.on_infra_change = lambda: refresh_peers(app)
@@ -135,7 +143,9 @@ class Node:
         await asyncio.sleep(after)
         if self.app is not None and self.app.protected:
             self.app.protected = False
-            log.info("start-up protect ended after %.0f s", after)
+            log.info(
+                "start-up protect ended after %.0f s", after, extra={"event": "protect", "protect": False}
+            )
 
     def _reap(self) -> None:
         if self.http is not None:

@@ -1,0 +1,135 @@
+"""Limits that keep one client from exhausting a node: connections per client host, held polls; and
+the start-up warning for a node exposed without tokens."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import aiohttp
+import orjson
+import pytest
+
+from discoverd.server.auth import exposure_warnings, is_loopback
+from discoverd.server.runner import Node
+from discoverd.testing import fast_config, running_node
+from tests.helpers import eventually
+
+NODES_REQUEST = b"GET /discovery/nodes HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+async def connect(node: Node, source: str = "127.0.0.1") -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    host, port = node.address.rsplit(":", 1)
+    return await asyncio.open_connection(host, int(port), local_addr=(source, 0))
+
+
+async def served(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+    """Send one request on an open connection: True when answered, False when the node closed it."""
+    try:
+        writer.write(NODES_REQUEST)
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5.0)
+    except (ConnectionError, asyncio.IncompleteReadError):
+        return False
+    length = int(
+        next(h for h in head.split(b"\r\n") if h.lower().startswith(b"content-length:")).split(b":")[1]
+    )
+    body = await reader.readexactly(length)
+    return bool(head.startswith(b"HTTP/1.1 200") and orjson.loads(body)["code"] == 0)
+
+
+async def closed_by_peer(reader: asyncio.StreamReader) -> bool:
+    """True when the node closes the connection without a word."""
+    try:
+        return await asyncio.wait_for(reader.read(1), 5.0) == b""
+    except ConnectionError:
+        return True
+
+
+async def test_flood_from_one_host_is_capped_and_others_are_served() -> None:
+    limit = 5
+    async with running_node(fast_config(max_conns_per_host=limit)) as node:
+        assert node.http is not None
+        http = node.http
+        flood = [await connect(node) for _ in range(limit)]
+        await eventually(
+            lambda: http.per_host.get("127.0.0.1") == limit, what="the first connections counted"
+        )
+        extra = [await connect(node) for _ in range(3 * limit)]
+        assert all([await closed_by_peer(r) for r, _ in extra])
+        assert http.refused == 3 * limit and http.per_host["127.0.0.1"] == limit
+        # the accepted ones still work, and so does another host (a different loopback address)
+        assert all([await served(r, w) for r, w in flood])
+        other = await connect(node, source="127.0.0.2")
+        assert await served(*other)
+        assert http.per_host["127.0.0.2"] == 1
+        # closing flood connections frees their slots
+        for _, w in flood:
+            w.close()
+        await eventually(lambda: "127.0.0.1" not in http.per_host, what="slots released")
+        again = await connect(node)
+        assert await served(*again)
+        for _, w in (*extra, other, again):
+            w.close()
+
+
+async def test_the_http_clients_of_a_capped_host_see_closed_connections() -> None:
+    async with (
+        running_node(fast_config(max_conns_per_host=2)) as node,
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True, limit=0)) as s,
+    ):
+        hold = [await connect(node), await connect(node)]
+        with pytest.raises(aiohttp.ClientError):
+            async with s.get(f"http://{node.address}/discovery/nodes") as r:
+                await r.read()
+        for _, w in hold:
+            w.close()
+
+
+async def test_held_polls_are_capped_with_503() -> None:
+    async with running_node(fast_config(max_polls=2, poll_hold=30.0)) as node, aiohttp.ClientSession() as s:
+        assert node.app is not None
+        app = node.app
+        url = f"http://{node.address}/discovery/polls"
+        q = {"env": "dev", "hostname": "c", "appid": "svc", "latest_timestamp": "0"}
+
+        async def poll() -> tuple[int, str]:
+            async with s.get(url, params=q) as r:
+                return orjson.loads(await r.read())["code"], r.headers["Kratos-Status-Code"]
+
+        held = [asyncio.create_task(poll()) for _ in range(2)]
+        await eventually(lambda: app.waiters.count == 2, what="two polls held")
+        assert await asyncio.wait_for(poll(), 5.0) == (-503, "-503")
+        assert app.counters.poll_refused == 1 and app.waiters.count == 2
+        node.stop()  # held polls are answered -304 on the way out
+        assert [await t for t in held] == [(-304, "-304"), (-304, "-304")]
+
+
+# -- exposure warnings --------------------------------------------------------------------------------
+
+
+def test_loopback_detection() -> None:
+    for host in ("127.0.0.1", "127.0.0.2", "::1", "localhost", "LOCALHOST"):
+        assert is_loopback(host), host
+    for host in ("0.0.0.0", "::", "", "10.1.2.3", "example.org"):
+        assert not is_loopback(host), host
+
+
+def test_exposure_warnings() -> None:
+    assert exposure_warnings("127.0.0.1", fast_config()) == []
+    (no_tokens,) = exposure_warnings("0.0.0.0", fast_config())
+    assert "WITHOUT access tokens" in no_tokens
+    (plain,) = exposure_warnings("10.0.0.1", fast_config(tokens=("t",)))
+    assert "plain HTTP" in plain
+    assert exposure_warnings("10.0.0.1", fast_config(tokens_file="f", tls_cert="c", tls_key="k")) == []
+
+
+async def test_binding_all_interfaces_without_tokens_warns_at_start(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="discoverd.node")
+    async with running_node(fast_config()):
+        pass
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    async with running_node(fast_config(addr="0.0.0.0:0")) as node:
+        assert node.http is not None
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING and r.name == "discoverd.node"]
+    assert len(warnings) == 1 and "WITHOUT access tokens" in warnings[0].getMessage()
