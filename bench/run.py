@@ -1,16 +1,18 @@
-"""discoverd benchmarks: server throughput, fan-out and memory; client SDK fetch, propagation, scale.
+"""discoverd benchmarks: server throughput, fan-out and memory; client SDK fetch, propagation, scale; gossip.
 
     python bench/run.py                 # every benchmark (same as --all)
     python bench/run.py renew fetch     # some of them
     python bench/run.py polls --polls 2000 --json out.json
     python bench/run.py client-fetch propagation many-clients   # the client SDK benchmarks
     python bench/run.py cluster-propagation cluster-renew replication-queue   # 3-node cluster benchmarks
+    python bench/run.py gossip --gossip-scale 1   # 32 memberlist nodes (bench/gossip_bench.py)
 
 Every benchmark starts its own ``discoverd serve`` on 127.0.0.1 with an OS-assigned port (and, for
 renew and fetch, the hello-world baseline ``bench/baseline_server.py`` measured the same way in the
 same run), and stops it by PID; many-clients also starts load-generator processes
 (``bench/many_clients.py``) and stops them by PID; the cluster benchmarks start three peered nodes
-(replication-queue SIGKILLs one of them by PID on purpose). Only loopback traffic. One result line per
+(replication-queue SIGKILLs one of them by PID on purpose); gossip runs ``bench/gossip_bench.py`` (32
+memberlist nodes in one child process, no server). Only loopback traffic. One result line per
 benchmark on stdout; progress on stderr. See bench/README.md for what each figure means and the targets.
 """
 
@@ -27,6 +29,7 @@ import resource
 import selectors
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -1315,7 +1318,11 @@ REPL_FIELDS = ("pending", "dropped", "sent", "failed")
 
 def repl_stats(m: dict[str, float], peer: str) -> dict[str, int]:
     """The replication gauges of one peer (-1 when the node does not export them)."""
-    return {f: int(m.get(f'discoverd_replication_{f}{{peer="{peer}"}}', -1)) for f in REPL_FIELDS}
+    suffix = {"pending": ""}  # the others are counters: ``_total``
+    return {
+        f: int(m.get(f'discoverd_replication_{f}{suffix.get(f, "_total")}{{peer="{peer}"}}', -1))
+        for f in REPL_FIELDS
+    }
 
 
 def fetch_hosts(addr: str, appid: str) -> set[str]:
@@ -1710,6 +1717,64 @@ def bench_replication_queue(a: argparse.Namespace) -> dict[str, Any]:
     return {"bench": "replication-queue", **r, "node_log": log_a[:5], "verdict": v, "line": line}
 
 
+# -- i. gossip (memberlist nodes) -------------------------------------------------------------------
+
+
+def bench_gossip(a: argparse.Namespace) -> dict[str, Any]:
+    """``bench/gossip_bench.py`` as a child process (its own event loop and CPU account), read back as JSON.
+
+    It starts its nodes (and, with ``--gossip-procs``, its worker processes) itself and stops them; this
+    process waits at most 10 minutes, then SIGKILLs it by PID.
+    """
+    script = BENCH_DIR / "gossip_bench.py"
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "gossip.json"
+        cmd = [sys.executable, str(script), "--preset", a.gossip_preset, "--scale", str(a.gossip_scale)]
+        cmd += ["--nodes", str(a.gossip_nodes), "--repeat", str(a.gossip_repeat)]
+        cmd += ["--procs", str(a.gossip_procs), "--json", str(out)]
+        log(f"gossip: {' '.join(cmd[1:])}")
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE)  # progress goes to our stderr
+        try:
+            table, _ = proc.communicate(timeout=600)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise RuntimeError("gossip_bench.py did not finish within 600 s") from None
+        if not out.exists():
+            raise RuntimeError(f"gossip_bench.py exited {proc.returncode} without results")
+        r = json.loads(out.read_text())
+    f, j = r["formula"], r["join"]
+    if j["converged"]:
+        join = (
+            f"join {j['seconds']:.2f} s (median node {j['median_node']:.3f} s) vs gossip estimate "
+            f"{f['join']:.3f} s = {j['seconds'] / f['join']:.1f}× (push/pull {f['push_pull']:.1f} s)"
+        )
+    else:
+        join = (
+            f"join NOT CONVERGED ({j.get('missing_pairs')} member pairs missing after {j['timeout']:.0f} s)"
+        )
+    parts = [f"gossip ({r['nodes']} nodes, {r['preset']} ÷ {r['scale']:g}, {r['procs']} process(es)): {join}"]
+    fails = [x for x in r.get("failure", []) if x["all_dead"] is not None]
+    if fails:
+        med = statistics.median(x["all_dead"] for x in fails)
+        ratio = statistics.median(x["ratio"] for x in fails)
+        parts.append(
+            f"failure → all DEAD median {med:.2f} s of {len(r['failure'])} vs probe + min "
+            f"{fails[0]['expected']:.2f} s = {ratio:.2f}× (max bound {fails[0]['max_bound']:.2f} s)"
+        )
+    idle = r.get("idle")
+    if idle:
+        parts.append(
+            f"idle {idle['cpu_pct_per_node']:.3f} % of a core per node (÷ scale "
+            f"{idle['cpu_pct_per_node_scale1']:.3f} %), {idle['packets_per_s_per_node']:.1f} pkt/s per node"
+        )
+    if "refutations_total" in r:
+        parts.append(f"{r['refutations_total']} refutations, {len(r['false_deaths_total'])} false deaths")
+    line = " | ".join(parts)
+    print(line, flush=True)
+    return {"bench": "gossip", **r, "table": table.decode(errors="replace"), "line": line}
+
+
 # -- driver ----------------------------------------------------------------------------------------
 
 
@@ -1732,6 +1797,7 @@ BENCHES: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "cluster-propagation": bench_cluster_propagation,
     "cluster-renew": bench_cluster_renew,
     "replication-queue": bench_replication_queue,
+    "gossip": bench_gossip,
 }
 
 
@@ -1791,6 +1857,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=0,
         help="nodes' --replication-queue in replication-queue (default)",
     )
+    p.add_argument("--gossip-preset", choices=("local", "lan", "wan"), default="local", help="gossip preset")
+    p.add_argument(
+        "--gossip-scale", type=float, default=5.0, help="gossip: divide every interval by this (5)"
+    )
+    p.add_argument("--gossip-nodes", type=int, default=32, help="gossip cluster size (32)")
+    p.add_argument("--gossip-repeat", type=int, default=3, help="gossip failure-detection rounds (3)")
+    p.add_argument("--gossip-procs", type=int, default=1, help="gossip worker processes (1 = one loop)")
     p.add_argument("--json", type=Path, help="also write the results to this JSON file")
     ns = p.parse_args(argv)
     unknown = [b for b in ns.bench if b not in BENCHES]

@@ -17,6 +17,11 @@ class Delegate:
         """User broadcasts to piggy-back, each costing ``len + overhead``, in total at most ``limit``."""
         return []
 
+    def has_broadcasts(self) -> bool:
+        """Whether :meth:`get_broadcasts` may return something (lets an idle gossip round end at once);
+        the default says no, like the default :meth:`get_broadcasts`. Override both or neither."""
+        return False
+
     def local_state(self, join: bool) -> bytes:
         """Our user state for a push/pull exchange (``join`` tells whether the exchange is a join)."""
         return b""

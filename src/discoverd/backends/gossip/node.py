@@ -367,6 +367,8 @@ class MemberlistNode:
 
     def gossip(self) -> None:
         """One gossip round: up to ``gossip_nodes`` random peers each get what fits in a packet."""
+        if not (len(self.queue) or len(self.user_queue) or self.delegate.has_broadcasts()):
+            return  # idle: don't even pick targets (most of an idle node's CPU went here)
         overhead = ENCRYPT_OVERHEAD[1] if self.keyring is not None else 0
         limit = self.config.udp_buffer_size - 2 - overhead
         for m in self.table.gossip_targets(self.now()):

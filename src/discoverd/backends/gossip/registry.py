@@ -136,6 +136,9 @@ class _MicroDelegate(Delegate):
     def get_broadcasts(self, overhead: int, limit: int) -> list[bytes]:
         return self.registry._queue.get_broadcasts(overhead, limit)
 
+    def has_broadcasts(self) -> bool:
+        return len(self.registry._queue) > 0
+
     def local_state(self, join: bool) -> bytes:
         # periodic exchanges carry only first-hand entries, so a dead node's entry cannot bounce between
         # peers forever with a fresh learned ttl each time
