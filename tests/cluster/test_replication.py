@@ -140,11 +140,14 @@ def test_two_zones_fan_out_one_way() -> None:
 def test_metrics_show_the_queue_of_a_dead_peer(cluster: Cluster) -> None:
     from urllib.request import urlopen
 
-    def metric(name: str, peer: str) -> int:
+    def value(name: str, peer: str) -> float:
         with urlopen(f"http://{cluster.a.addr}/metrics", timeout=5) as r:
             text = r.read().decode()
         line = next(x for x in text.splitlines() if x.startswith(f'{name}{{peer="{peer}"}}'))
-        return int(float(line.rsplit(" ", 1)[1]))
+        return float(line.rsplit(" ", 1)[1])
+
+    def metric(name: str, peer: str) -> int:
+        return int(value(name, peer))
 
     dead = cluster.b.addr
     cluster.b.kill()
@@ -154,3 +157,6 @@ def test_metrics_show_the_queue_of_a_dead_peer(cluster: Cluster) -> None:
     assert metric("discoverd_replication_pending", dead) >= 40  # queued, waiting for B
     eventually(lambda: metric("discoverd_replication_pending", cluster.c.addr) == 0, what="C is served")
     assert metric("discoverd_replication_sent_total", cluster.c.addr) >= 50
+    lag = value("discoverd_replication_lag_seconds", dead)  # B's oldest change keeps waiting
+    eventually(lambda: value("discoverd_replication_lag_seconds", dead) > lag, what="B's lag grows")
+    assert value("discoverd_replication_lag_seconds", cluster.c.addr) == 0.0

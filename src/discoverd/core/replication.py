@@ -41,6 +41,8 @@ class PeerOp:
     params: list[tuple[str, str]]
     key: InstanceKey | None = None
     attempts: int = 0
+    queued_at: float = 0.0
+    """When the change was queued (the caller's monotonic clock); a coalesced renew keeps the first time."""
 
 
 @dataclass(slots=True)
@@ -56,6 +58,13 @@ class PeerQueue:
 
     def __len__(self) -> int:
         return len(self._ops)
+
+    def oldest(self) -> float | None:
+        """``queued_at`` of the operation at the head of the queue (``None`` when empty): the peer's lag is
+        ``now - oldest()``. Failed operations put back keep their time."""
+        for op in self._ops.values():
+            return op.queued_at
+        return None
 
     def __repr__(self) -> str:
         return f"PeerQueue(pending={len(self._ops)}, dropped={self.dropped})"

@@ -252,14 +252,21 @@ class NodeCollector(Collector):
                 ("dropped", "Operations dropped: queue overflow, 10 failed attempts, or the peer left."),
             )
         }
+        lag = GaugeMetricFamily(
+            "discoverd_replication_lag_seconds",
+            "Age of the oldest change not yet sent to the peer (0 when nothing is queued).",
+            labels=["peer"],
+        )
+        lags = rep.lag()
         for name, s in sorted(stats.items()):
             pending.add_metric([name], s["pending"])
+            lag.add_metric([name], lags.get(name, 0.0))
             for field, fam in counters.items():
                 fam.add_metric([name], s[field])
             peer = peers.get(name)
             if peer is not None:
                 up.add_metric([name], int(peer.status == NODE_UP))
-        yield from (pending, up, *counters.values())
+        yield from (pending, lag, up, *counters.values())
 
     def _snapshot(self) -> Iterator[Metric]:
         p = None if self.node is None else self.node.persistence

@@ -168,13 +168,27 @@ class Replicator:
 
     def replicate(self, make: OpFactory, *, cross_zone: bool) -> None:
         """Queue a client write for every own-zone peer and, if ``cross_zone``, every other zone."""
+        now = asyncio.get_running_loop().time()
         for peer in self.own.values():
-            peer.queue.push(make(True))
+            op = make(True)
+            op.queued_at = now
+            peer.queue.push(op)
             peer.wake.set()
         if cross_zone:
             for peer in self.remote.values():
-                peer.queue.push(make(False))
+                op = make(False)
+                op.queued_at = now
+                peer.queue.push(op)
                 peer.wake.set()
+
+    def lag(self) -> dict[str, float]:
+        """Per peer, seconds the oldest unsent change has been waiting (0 when its queue is empty)."""
+        now = asyncio.get_running_loop().time()
+        peers = {**self.own, **{f"zone:{z}": p for z, p in self.remote.items()}}
+        return {
+            name: max(0.0, now - t) if (t := p.queue.oldest()) is not None else 0.0
+            for name, p in peers.items()
+        }
 
     # -- workers ---------------------------------------------------------------------------------
 

@@ -271,3 +271,28 @@ async def test_hostile_streams_get_an_error_and_node_survives(
 
 async def _ignore(stream: object) -> None:
     return None
+
+
+async def test_key_rotation_while_running(net: tuple[MemoryNetwork, AsyncExitStack]) -> None:
+    rec = Recorder()
+    a = await start(net, "a", keys=(KEY_A,))
+    b = await start(net, "b", rec, keys=(KEY_A,))
+    await b.join([seed(a)])
+    await eventually(lambda: a.num_members() == 2, within=5)
+    assert a.keyring is not None and b.keyring is not None
+    for n in (a, b):  # 1. install the new key everywhere
+        assert n.keyring is not None
+        n.keyring.add_key(KEY_B)
+    for n in (a, b):  # 2. switch the primary everywhere
+        assert n.keyring is not None
+        n.keyring.use_key(KEY_B)
+    for n in (a, b):  # 3. remove the old key
+        assert n.keyring is not None
+        n.keyring.remove_key(KEY_A)
+    newcomer = await start(net, "c", keys=(KEY_B,))
+    await newcomer.join([seed(a)])
+    a.broadcast(b"after rotation")
+    await eventually(lambda: b"after rotation" in rec.msgs, within=5)
+    old = await start(net, "old", keys=(KEY_A,))
+    with pytest.raises(GossipError):
+        await old.join([seed(a)])
