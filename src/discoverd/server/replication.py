@@ -168,6 +168,8 @@ class Replicator:
 
     def replicate(self, make: OpFactory, *, cross_zone: bool) -> None:
         """Queue a client write for every own-zone peer and, if ``cross_zone``, every other zone."""
+        if not self.own and not (cross_zone and self.remote):
+            return  # a single node: nothing to queue (this is on every write's path)
         now = asyncio.get_running_loop().time()
         for peer in self.own.values():
             op = make(True)
