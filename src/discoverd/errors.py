@@ -13,6 +13,7 @@ Every error discoverd raises derives from :class:`DiscoverdError`::
     ├── NotModified            -304  long poll held until timeout (control flow, not a failure)
     └── GossipError            a memberlist / go-micro gossip failure (join refused, key mismatch …)
         └── GossipDecodeError  a malformed, truncated, undecryptable or oversized gossip message
+            └── GossipLabelError   a missing, different or malformed memberlist label header
 
 The mapping between codes and classes lives in one table, :data:`CODE_TO_ERROR`, and is used at the
 boundary only (decoding answers from a server, encoding answers of the server).
@@ -97,6 +98,12 @@ class GossipError(DiscoverdError):
 class GossipDecodeError(GossipError):
     """A gossip packet or stream that cannot be decoded: malformed, truncated, failed CRC or decryption,
     oversized. The node drops it (and, on TCP, answers ``errMsg``); it never stops the node."""
+
+
+class GossipLabelError(GossipDecodeError):
+    """A packet or stream whose memberlist label header (memberlist ≥ 0.3.0) is malformed, missing, different
+    from the configured label, or present although ``skip_inbound_label_check`` is set. The node drops it
+    (a stream is closed without an ``errMsg``, as memberlist does)."""
 
 
 CODE_TO_ERROR: Final[dict[int, type[ProtocolError]]] = {

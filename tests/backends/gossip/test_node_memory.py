@@ -13,10 +13,12 @@ from hypothesis import strategies as st
 
 from discoverd.backends.gossip.delegate import Delegate
 from discoverd.backends.gossip.node import MemberlistNode
+from discoverd.backends.gossip.registry import parse_gossip_url
 from discoverd.backends.gossip.transport import MemoryNetwork
 from discoverd.core.gossip.config import GossipConfig
-from discoverd.core.gossip.messages import NodeState, Suspect, encode
-from discoverd.errors import GossipError
+from discoverd.core.gossip.framing import encode_packet, parse_stream
+from discoverd.core.gossip.messages import Alive, ErrResp, NodeState, Ping, Suspect, encode
+from discoverd.errors import ConfigError, GossipError
 from tests.helpers import eventually
 
 KEY_A = b"0123456789abcdef"
@@ -296,3 +298,173 @@ async def test_key_rotation_while_running(net: tuple[MemoryNetwork, AsyncExitSta
     old = await start(net, "old", keys=(KEY_A,))
     with pytest.raises(GossipError):
         await old.join([seed(a)])
+
+
+# -- memberlist >= 0.3.0 labels ----------------------------------------------------------------------------
+
+
+def _record_packets(monkeypatch: pytest.MonkeyPatch, node: MemberlistNode) -> list[bytes]:
+    """Every datagram ``node`` sends from now on."""
+    sent: list[bytes] = []
+    original = node.transport.send_packet
+
+    def send_packet(data: bytes, addr: tuple[str, int]) -> None:
+        sent.append(data)
+        original(data, addr)
+
+    monkeypatch.setattr(node.transport, "send_packet", send_packet)
+    return sent
+
+
+@pytest.mark.parametrize("keys", [(), (KEY_A,)], ids=["plain", "encrypted"])
+async def test_nodes_with_the_same_label_join_and_gossip(
+    net: tuple[MemoryNetwork, AsyncExitStack], monkeypatch: pytest.MonkeyPatch, keys: tuple[bytes, ...]
+) -> None:
+    rec_a, rec_b, rec_c = Recorder(), Recorder(), Recorder()
+    a = await start(net, "a", rec_a, label="prod", keys=keys)
+    b = await start(net, "b", rec_b, label="prod", keys=keys)
+    c = await start(net, "c", rec_c, label="prod", keys=keys)
+    sent = _record_packets(monkeypatch, b)
+    assert await b.join([seed(a)]) == 1
+    assert await c.join([seed(b)]) == 1
+    await eventually(lambda: all(n.num_members() == 3 for n in (a, b, c)), within=5)
+    b.broadcast(
+        b"labelled news"
+    )  # sent a limited number of times (maybe to one peer only), never re-gossiped
+    await eventually(lambda: b"labelled news" in rec_a.msgs + rec_c.msgs, within=5)
+    await a.send_reliable("b", b"over tcp")
+    await eventually(lambda: b"over tcp" in rec_b.msgs, within=5)
+    assert sent and all(p.startswith(b"\xf4\x04prod") for p in sent)
+    assert all(n.stats["bad_packets"] == 0 and n.stats["bad_streams"] == 0 for n in (a, b, c))
+
+
+@pytest.mark.parametrize("keys", [(), (KEY_A,)], ids=["plain", "encrypted"])
+@pytest.mark.parametrize(("mine", "theirs"), [("prod", "dev"), ("prod", ""), ("", "prod")])
+async def test_node_with_another_label_cannot_join(
+    net: tuple[MemoryNetwork, AsyncExitStack], keys: tuple[bytes, ...], mine: str, theirs: str
+) -> None:
+    a = await start(net, "a", label=mine, keys=keys)
+    friend = await start(net, "friend", label=mine, keys=keys)
+    stranger = await start(net, "stranger", label=theirs, keys=keys)
+    assert await friend.join([seed(a)]) == 1  # the control: the same label gets in
+    with pytest.raises(GossipError):
+        await stranger.join([seed(a)])
+    with pytest.raises(GossipError):  # and the other way round
+        await a.join([seed(stranger)])
+    assert a.stats["bad_streams"] >= 1
+    assert "stranger" not in a.table.nodes and "a" not in stranger.table.nodes
+    await eventually(lambda: a.num_members() == 2 and friend.num_members() == 2, within=5)
+
+
+async def test_packets_with_another_label_are_dropped(net: tuple[MemoryNetwork, AsyncExitStack]) -> None:
+    a = await start(net, "a", label="prod")
+    friend = await start(net, "friend", label="prod")
+    stranger = await start(net, "stranger", label="dev")
+    bare = await start(net, "bare")
+    assert await friend.prober.ping(a.addr, "a", 1.0)  # the control: a answers a ping with our label
+    assert a.stats["bad_packets"] == 0
+    assert not await stranger.prober.ping(a.addr, "a", 0.2)
+    assert a.stats["bad_packets"] == 1
+    assert not await bare.prober.ping(a.addr, "a", 0.2)
+    assert a.stats["bad_packets"] == 2
+    assert not await a.prober.ping(bare.addr, "bare", 0.2)  # an unlabelled node drops labelled packets
+    assert bare.stats["bad_packets"] == 1
+    # a forged alive for a stranger, gossiped without our label, changes nothing
+    forged = Alive(incarnation=1, node="stranger", addr=b"\x7f\x00\x00\x01", port=stranger.addr[1])
+    stranger.sender.send_parts(a.addr, [encode(forged)])
+    await eventually(lambda: a.stats["bad_packets"] == 3, within=5)
+    assert "stranger" not in a.table.nodes
+
+
+async def test_label_mismatch_closes_the_stream_without_an_error_answer(
+    net: tuple[MemoryNetwork, AsyncExitStack],
+) -> None:
+    network, _ = net
+    a = await start(net, "a", label="prod")
+    client = network.transport()
+    await client.start(lambda d, s: None, _ignore)
+
+    async def answer(data: bytes) -> bytes:
+        stream = await client.dial(a.addr, 1)
+        stream.write(data)
+        got = b""
+        while chunk := await stream.read():
+            got += chunk
+        stream.close()
+        return got
+
+    garbage = bytes([6]) + b"\xc1not msgpack"
+    assert await answer(b"\xf4\x03dev" + garbage) == b""  # another label: closed, no errMsg
+    assert await answer(garbage) == b""  # no label
+    # the right label but a malformed message: an errMsg, which (an answer) carries no label header
+    reply = await answer(b"\xf4\x04prod" + garbage)
+    got = parse_stream(reply, keyring=None, label=b"prod", with_label_header=False)
+    assert got is not None and isinstance(got[0], ErrResp)
+    assert a.stats["bad_streams"] == 3
+
+
+async def test_tcp_fallback_ping_with_labels(net: tuple[MemoryNetwork, AsyncExitStack]) -> None:
+    network, _ = net
+    a = await start(net, "a", label="prod", keys=(KEY_A,))
+    b = await start(net, "b", label="prod", keys=(KEY_A,))
+    await b.join([seed(a)])
+    await eventually(lambda: a.num_members() == 2 and b.num_members() == 2, within=5)
+    network.block(a.addr, b.addr, streams=False)
+    await eventually(lambda: a.prober.tcp_acks >= 3, within=5)
+    assert states(a)["b"] == NodeState.ALIVE
+    assert b.stats["bad_streams"] == 0
+
+
+async def test_skip_inbound_label_check_accepts_only_unlabelled_streams(
+    net: tuple[MemoryNetwork, AsyncExitStack],
+) -> None:
+    a = await start(net, "a", label="prod", skip_inbound_label_check=True)
+    bare = await start(net, "bare")
+    labelled = await start(net, "labelled", label="prod")
+    assert await bare.join([seed(a)]) == 1  # no header: taken as if it carried ours
+    assert "bare" in a.table.nodes
+    with pytest.raises(GossipError):  # a header is refused ("unexpected double stream label header")
+        await labelled.join([seed(a)])
+    assert "labelled" not in a.table.nodes
+    # packets too: an unlabelled one is taken, a labelled one dropped
+    alive = encode(Alive(incarnation=1, node="x", addr=b"\x7f\x00\x00\x01", port=1))
+    bad = a.stats["bad_packets"]
+    a._on_packet(encode_packet(alive, compress=False, crc=False, keyring=None), ("127.0.0.1", 1))
+    assert a.stats["bad_packets"] == bad and "x" in a.table.nodes
+    a._on_packet(
+        encode_packet(alive, compress=False, crc=False, keyring=None, label=b"prod"), ("127.0.0.1", 1)
+    )
+    assert a.stats["bad_packets"] == bad + 1
+
+
+def test_gossip_url_label() -> None:
+    config, _, _ = parse_gossip_url("gossip://127.0.0.1:0?label=prod%20eu")
+    assert config.label == "prod eu"
+    assert parse_gossip_url("gossip://127.0.0.1:0")[0].label == ""
+    with pytest.raises(ConfigError, match="255"):
+        parse_gossip_url("gossip://127.0.0.1:0?label=" + "x" * 256)
+
+
+async def test_labelled_packets_still_fit_the_udp_buffer(
+    net: tuple[MemoryNetwork, AsyncExitStack], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    label, size = "L" * 100, 300
+    a = await start(net, "a", label=label, keys=(KEY_A,), udp_buffer_size=size)
+    b = await start(net, "b", label=label, keys=(KEY_A,), udp_buffer_size=size)
+    await b.join([seed(a)])
+    await eventually(lambda: a.num_members() == 2, within=5)
+    sent = _record_packets(monkeypatch, a)
+    rng = random.Random(3)
+    for _ in range(40):  # incompressible, so nothing is saved by compression
+        a.broadcast(rng.randbytes(30))
+    # memberlist's own accounting leaves out the CRC (5 bytes, b speaks protocol 5) and, in sendMsg, the
+    # length entry of the message itself (2): a packet may exceed udp_buffer_size by that much, not by the
+    # 102 bytes of the label header
+    slack = 7
+    a.gossip()  # memberlist gossip(): the label overhead comes off the space for broadcasts
+    assert sent
+    assert size - 40 < max(map(len, sent)) <= size + slack
+    sent.clear()
+    a.sender.send_msg(b.addr, encode(Ping(seq_no=1, node="b")))  # sendMsg(): piggy-backed on a ping
+    assert len(sent) == 1
+    assert size - 40 < len(sent[0]) <= size + slack

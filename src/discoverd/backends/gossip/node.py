@@ -3,8 +3,10 @@
 :class:`MemberlistNode` speaks HashiCorp memberlist 0.2.x on one UDP socket and one TCP listener sharing a
 port: probing with indirect probes, nacks and the TCP fallback ping, Lifeguard suspicion and awareness,
 gossip of membership messages and user broadcasts, push/pull state exchange, join and graceful leave,
-AES-GCM keyrings and LZW compression. The rules live in :mod:`discoverd.core.gossip` (the member table, the
-broadcast queue, the codecs); this module does the I/O and the timers.
+AES-GCM keyrings and LZW compression, and optionally memberlist ≥ 0.3.0 cluster labels
+(``GossipConfig.label``: packets and streams without our label are dropped). The rules live in
+:mod:`discoverd.core.gossip` (the member table, the broadcast queue, the codecs); this module does the I/O
+and the timers.
 
 Lifecycle: ``await node.start()`` (binds, announces itself, starts its loops in one task group), then
 ``await node.join(["host:port"])``; ``await node.leave()`` tells the cluster and waits until the news went
@@ -37,6 +39,7 @@ from discoverd.core.gossip.config import GossipConfig
 from discoverd.core.gossip.framing import (
     decode_packet,
     encode_user_stream,
+    label_overhead,
 )
 from discoverd.core.gossip.keyring import ENCRYPT_OVERHEAD, Keyring
 from discoverd.core.gossip.members import Effects, Member, MemberEvent, MemberTable, ip_bytes, ip_text
@@ -232,7 +235,7 @@ class MemberlistNode:
             raise GossipError(f"unknown member {member!r}")
         stream = await self.transport.dial((m.host, m.port), self.config.tcp_timeout)
         try:
-            await self.exchange.write(stream, encode_user_stream(payload))
+            await self.exchange.write(stream, encode_user_stream(payload), initiator=True)
         finally:
             stream.close()
 
@@ -276,7 +279,11 @@ class MemberlistNode:
         self.stats["packets"] += 1
         try:
             msgs = decode_packet(
-                data, keyring=self.keyring, verify_incoming=self.config.gossip_verify_incoming
+                data,
+                keyring=self.keyring,
+                verify_incoming=self.config.gossip_verify_incoming,
+                label=self.config.label_bytes,
+                skip_inbound_label_check=self.config.skip_inbound_label_check,
             )
         except GossipDecodeError as e:
             self.stats["bad_packets"] += 1
@@ -370,7 +377,7 @@ class MemberlistNode:
         if not (len(self.queue) or len(self.user_queue) or self.delegate.has_broadcasts()):
             return  # idle: don't even pick targets (most of an idle node's CPU went here)
         overhead = ENCRYPT_OVERHEAD[1] if self.keyring is not None else 0
-        limit = self.config.udp_buffer_size - 2 - overhead
+        limit = self.config.udp_buffer_size - 2 - overhead - label_overhead(self.config.label_bytes)
         for m in self.table.gossip_targets(self.now()):
             msgs = self.get_broadcasts(2, limit)
             if not msgs:

@@ -164,8 +164,8 @@ class Prober:
             async with asyncio.timeout(timeout):
                 stream = await node.transport.dial((m.host, m.port), timeout)
                 try:
-                    await node.exchange.write(stream, encode(self._ping(seq, m.name)))
-                    reply = await node.exchange.read(stream)
+                    await node.exchange.write(stream, encode(self._ping(seq, m.name)), initiator=True)
+                    reply = await node.exchange.read(stream, initiator=True)
                 finally:
                     stream.close()
         except (GossipError, OSError, TimeoutError, ConnectionError):

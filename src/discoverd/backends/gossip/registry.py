@@ -6,9 +6,11 @@ registry in the join push/pull (``{"<name>": [Service, …]}``). Go services run
 (v1.x / go-plugins v2) on the same cluster see our registrations and we see theirs.
 
 URL: ``gossip://host:port?join=h:p,h:p&secret=KEY&preset=local|lan|wan&name=&advertise=host:port&protocol=4
-&pushpull=SECONDS&compress=1&ttl=SECONDS`` (port 0 = OS-assigned). ``secret`` may be repeated (first =
+&pushpull=SECONDS&compress=1&ttl=SECONDS&label=`` (port 0 = OS-assigned). ``secret`` may be repeated (first =
 primary); each is 16, 24 or 32 bytes of text, or ``base64:…`` of such a key. There is **no default secret**
 (go-micro's public ``micro-gossip-key`` is not assumed): without ``secret`` traffic is not encrypted.
+``label`` (at most 255 bytes, empty by default) is a memberlist ≥ 0.3.0 cluster label: every packet and stream
+carries it and traffic without it is dropped; leave it unset next to memberlist 0.2.x peers, which have none.
 
 Deliberate differences from go-micro, all wire-compatible (see ``core/gossip/micro*.py`` for the state rules):
 
@@ -71,7 +73,18 @@ def parse_gossip_url(url: str) -> tuple[GossipConfig, list[str], float]:
     except ValueError as e:
         raise ConfigError(f"{url!r}: {e}") from None
     q = parse_qsl(parts.query)
-    known = {"join", "secret", "preset", "name", "advertise", "protocol", "pushpull", "compress", "ttl"}
+    known = {
+        "join",
+        "secret",
+        "preset",
+        "name",
+        "advertise",
+        "protocol",
+        "pushpull",
+        "compress",
+        "ttl",
+        "label",
+    }
     if unknown := sorted({k for k, _ in q} - known):
         raise ConfigError(f"{url!r}: unknown parameter(s) {', '.join(unknown)}")
     opts = dict(q)
@@ -85,6 +98,7 @@ def parse_gossip_url(url: str) -> tuple[GossipConfig, list[str], float]:
         "protocol_version": _int(opts.get("protocol", "4"), "protocol"),
         "push_pull_interval": _num(opts.get("pushpull", "30"), "pushpull"),
         "enable_compression": opts.get("compress", "1") not in ("0", "false", "no"),
+        "label": opts.get("label", ""),
     }
     if adv := opts.get("advertise"):
         h, _, p = adv.rpartition(":")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from discoverd.core.gossip.framing import encode_packet, make_compounds
+from discoverd.core.gossip.framing import encode_packet, label_overhead, make_compounds
 from discoverd.core.gossip.keyring import ENCRYPT_OVERHEAD
 from discoverd.core.gossip.members import Member
 
@@ -35,7 +35,7 @@ class PacketSender:
     def send_msg(self, addr: Addr, msg: bytes, member: Member | None = None) -> None:
         """Send ``msg`` with as many queued broadcasts piggy-backed as fit in one packet."""
         c = self.node.config
-        avail = c.udp_buffer_size - len(msg) - _COMPOUND_HEADER
+        avail = c.udp_buffer_size - len(msg) - _COMPOUND_HEADER - label_overhead(c.label_bytes)
         if self.node.keyring is not None and c.gossip_verify_outgoing:
             avail -= ENCRYPT_OVERHEAD[self._encryption_version()]
         extra = self.node.get_broadcasts(_COMPOUND_PART, avail) if avail > _COMPOUND_PART else []
@@ -53,7 +53,8 @@ class PacketSender:
             self.raw(addr, compound, member)
 
     def raw(self, addr: Addr, payload: bytes, member: Member | None = None) -> None:
-        """Compress (if smaller), add a CRC for peers speaking protocol 5, encrypt, send."""
+        """Compress (if smaller), add a CRC for peers speaking protocol 5, encrypt, add the label header,
+        send."""
         node = self.node
         c = node.config
         member = member or self._member_at(addr)
@@ -64,5 +65,6 @@ class PacketSender:
             crc=member is not None and member.pmax >= 5,
             keyring=keyring,
             encryption_version=self._encryption_version(),
+            label=c.label_bytes,
         )
         node.transport.send_packet(data, addr)

@@ -2,6 +2,11 @@
 
 :class:`StreamExchange` serves a node's incoming streams and opens its outgoing push/pulls; a malformed stream
 is answered with an ``errMsg`` and closed, it never stops the node.
+
+Labels (memberlist ≥ 0.3.0, ``GossipConfig.label``): the side that dials writes the label header in front of
+its message and the side that accepts checks it first; a stream with a missing or different label is closed
+without an answer (memberlist ``handleConn`` drops it before reading anything). The answer carries no header,
+but with encryption the label is part of its AAD in both directions (``rawSendMsgStream(…, streamLabel)``).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from discoverd.core.gossip.framing import (
 )
 from discoverd.core.gossip.keyring import Keyring
 from discoverd.core.gossip.messages import Ack, ErrResp, Ping, encode
-from discoverd.errors import GossipDecodeError, GossipError
+from discoverd.errors import GossipDecodeError, GossipError, GossipLabelError
 
 if TYPE_CHECKING:
     from discoverd.backends.gossip.node import MemberlistNode
@@ -37,16 +42,32 @@ MAX_PUSH_PULL = 128
 
 
 async def read_message(
-    stream: Stream, *, keyring: Keyring | None, verify_incoming: bool, timeout: float
+    stream: Stream,
+    *,
+    keyring: Keyring | None,
+    verify_incoming: bool,
+    timeout: float,
+    label: bytes = b"",
+    with_label_header: bool = True,
+    skip_inbound_label_check: bool = False,
 ) -> StreamMessage:
-    """Read one framed message from ``stream`` within ``timeout`` seconds.
+    """Read one framed message from ``stream`` within ``timeout`` seconds (label arguments as
+    :func:`~discoverd.core.gossip.framing.parse_stream`).
 
-    Raises :class:`GossipDecodeError` for a malformed stream or one that ends early, :class:`TimeoutError`.
+    Raises :class:`GossipDecodeError` for a malformed stream or one that ends early (its subclass
+    :class:`GossipLabelError` for a label failure), :class:`TimeoutError`.
     """
     buf = bytearray()
     async with asyncio.timeout(timeout):
         while True:
-            got = parse_stream(bytes(buf), keyring=keyring, verify_incoming=verify_incoming)
+            got = parse_stream(
+                bytes(buf),
+                keyring=keyring,
+                verify_incoming=verify_incoming,
+                label=label,
+                with_label_header=with_label_header,
+                skip_inbound_label_check=skip_inbound_label_check,
+            )
             if got is not None:
                 return got[0]
             chunk = await stream.read(65536)
@@ -56,17 +77,32 @@ async def read_message(
 
 
 async def write_message(
-    stream: Stream, msg: bytes, *, compress: bool, keyring: Keyring | None, encryption_version: int
+    stream: Stream,
+    msg: bytes,
+    *,
+    compress: bool,
+    keyring: Keyring | None,
+    encryption_version: int,
+    label: bytes = b"",
+    with_label_header: bool = True,
 ) -> None:
-    """Frame ``msg`` (compression, encryption as configured) and write it."""
+    """Frame ``msg`` (compression, encryption, label as configured) and write it."""
     stream.write(
-        encode_stream(msg, compress=compress, keyring=keyring, encryption_version=encryption_version)
+        encode_stream(
+            msg,
+            compress=compress,
+            keyring=keyring,
+            encryption_version=encryption_version,
+            label=label,
+            with_label_header=with_label_header,
+        )
     )
     await stream.drain()
 
 
 async def write_error(stream: Stream, error: str) -> None:
-    """Answer an ``errMsg`` (never compressed or encrypted: the peer may not share our settings)."""
+    """Answer an ``errMsg`` (never compressed or encrypted: the peer may not share our settings). It is an
+    answer, so it never carries a label header (memberlist's responder writes none)."""
     stream.write(encode(ErrResp(error=error)))
     await stream.drain()
 
@@ -78,25 +114,45 @@ class StreamExchange:
         self.node = node
         self.active = 0
 
-    async def write(self, stream: Stream, msg: bytes) -> None:
+    async def write(self, stream: Stream, msg: bytes, *, initiator: bool) -> None:
+        """Write ``msg``: ``initiator`` = we dialled and this message opens the stream (it gets the label
+        header); otherwise it answers a stream we accepted (label only in the AAD)."""
         c = self.node.config
         version = 0 if c.protocol_version < 2 else 1
         keyring = self.node.keyring if c.gossip_verify_outgoing else None
         await write_message(
-            stream, msg, compress=c.enable_compression, keyring=keyring, encryption_version=version
+            stream,
+            msg,
+            compress=c.enable_compression,
+            keyring=keyring,
+            encryption_version=version,
+            label=c.label_bytes,
+            with_label_header=initiator,
         )
 
-    async def read(self, stream: Stream) -> object:
+    async def read(self, stream: Stream, *, initiator: bool) -> object:
+        """Read one message: ``initiator`` = the answer on a stream we dialled (no label header), otherwise
+        the message opening a stream we accepted (its label header is checked)."""
         c = self.node.config
         return await read_message(
-            stream, keyring=self.node.keyring, verify_incoming=c.gossip_verify_incoming, timeout=c.tcp_timeout
+            stream,
+            keyring=self.node.keyring,
+            verify_incoming=c.gossip_verify_incoming,
+            timeout=c.tcp_timeout,
+            label=c.label_bytes,
+            with_label_header=not initiator,
+            skip_inbound_label_check=c.skip_inbound_label_check,
         )
 
     async def on_stream(self, stream: Stream) -> None:
         if self.node.closed:
             return
         try:
-            msg = await self.read(stream)
+            msg = await self.read(stream, initiator=False)
+        except GossipLabelError as e:  # memberlist closes such a stream without an answer
+            self.node.stats["bad_streams"] += 1
+            log.debug("%s: dropped a stream from %s: %s", self.node.name, stream.peer, e)
+            return
         except GossipDecodeError as e:
             self.node.stats["bad_streams"] += 1
             with contextlib.suppress(OSError, ConnectionError):
@@ -120,13 +176,13 @@ class StreamExchange:
             self.node.stats["push_pulls"] += 1
             try:
                 join = msg.header.join
-                await self.write(stream, self.local_push_pull(join))
+                await self.write(stream, self.local_push_pull(join), initiator=False)
                 self.merge(msg)
             finally:
                 self.active -= 1
         elif isinstance(msg, Ping):
             if not msg.node or msg.node == self.node.name:
-                await self.write(stream, encode(Ack(seq_no=msg.seq_no)))
+                await self.write(stream, encode(Ack(seq_no=msg.seq_no)), initiator=False)
         elif isinstance(msg, UserStream):
             if msg.payload:
                 self.node.delegate.notify_msg(msg.payload)
@@ -146,8 +202,8 @@ class StreamExchange:
         """Exchange full state with the node at ``addr`` (raises GossipError, OSError or TimeoutError)."""
         stream = await self.node.transport.dial(addr, self.node.config.tcp_timeout)
         try:
-            await self.write(stream, self.local_push_pull(join))
-            reply = await self.read(stream)
+            await self.write(stream, self.local_push_pull(join), initiator=True)
+            reply = await self.read(stream, initiator=True)
         finally:
             stream.close()
         if isinstance(reply, ErrResp):

@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from discoverd.core.gossip.framing import LABEL_MAX_SIZE
 from discoverd.errors import ConfigError
 
 __all__ = ["GossipConfig"]
@@ -56,7 +57,15 @@ class GossipConfig:
     handoff_queue_depth: int = 1024
     """Queued incoming messages (other than pings and acks) before new ones are dropped."""
     udp_buffer_size: int = 1400
-    """Largest UDP packet sent; gossip fills ``udp_buffer_size − 2`` (− encryption overhead) bytes."""
+    """Largest UDP packet sent; gossip fills ``udp_buffer_size − 2`` bytes (less the encryption and label
+    overheads)."""
+    label: str = ""
+    """memberlist ≥ 0.3.0 cluster label (at most 255 bytes of UTF-8): sent as a ``[244][len][label]`` header
+    in front of every packet and stream we originate and bound into the AES-GCM AAD; inbound packets and
+    streams must carry the same label. Empty = no header at all (memberlist 0.2.x speaks no labels)."""
+    skip_inbound_label_check: bool = False
+    """Accept inbound packets and streams *without* a label header (as if they carried ``label``, which is
+    still the AAD); one that does carry a header is then dropped (memberlist ``SkipInboundLabelCheck``)."""
 
     # -- failure detection (SWIM + Lifeguard) ---------------------------------------------------------------
     probe_interval: float = 1.0
@@ -103,8 +112,24 @@ class GossipConfig:
             raise ConfigError(
                 f"protocol_version must be in {_PROTOCOL_MIN}..{_PROTOCOL_MAX}, got {self.protocol_version}"
             )
+        self._check_label()
         self._coerce_durations()
         self._check_ranges()
+
+    def _check_label(self) -> None:
+        if not isinstance(self.label, str):
+            raise ConfigError(f"label must be a string, got {type(self.label).__name__}")
+        try:
+            size = len(self.label.encode())
+        except UnicodeEncodeError:
+            raise ConfigError("label is not valid UTF-8 text") from None
+        if size > LABEL_MAX_SIZE:
+            raise ConfigError(f"label must be at most {LABEL_MAX_SIZE} bytes, got {size}")
+
+    @property
+    def label_bytes(self) -> bytes:
+        """:attr:`label` as it travels on the wire (UTF-8)."""
+        return self.label.encode()
 
     def _coerce_durations(self) -> None:
         """Store every duration as a float (ints accepted); anything but a number is a ConfigError."""

@@ -1,14 +1,23 @@
-"""memberlist framing: compound messages, CRC, compression, encryption, UDP packets and TCP streams
-(spec §1.3–1.6, §1.12).
+"""memberlist framing: compound messages, CRC, compression, encryption, labels, UDP packets and TCP streams
+(spec §1.3–1.6, §1.12, §1.14).
 
 UDP, outgoing (:func:`encode_packet`): payload → ``[9][compress]`` only if smaller → ``[12][crc32][…]``
-→ AES-GCM blob (AAD empty). Incoming (:func:`decode_packet`) undoes that and expands compressed and
-compound messages into the leaf messages.
+→ AES-GCM blob (AAD = the label, empty without one) → ``[244][len][label]`` header if a label is set.
+Incoming (:func:`decode_packet`) checks and strips the label header, undoes the rest and expands compressed
+and compound messages into the leaf messages.
 
 TCP (:func:`encode_stream`, :func:`parse_stream`): one message per direction, optionally compressed
 (always, when compression is on) and then encrypted as ``[10][u32 length][blob]`` with the 5 header bytes
-as AAD. Plain streams carry no length prefix; :func:`parse_stream` parses them incrementally and answers
-``None`` until the whole message is in the buffer.
+(followed by the label, if any) as AAD. With a label the *dialling* side starts the stream with the
+``[244][len][label]`` header; the answer carries none (memberlist's ``labelWrappedTransport`` adds the header
+when dialling, ``handleConn`` strips it and uses the label as AAD in both directions). Plain streams carry no
+length prefix; :func:`parse_stream` parses them incrementally and answers ``None`` until the whole message
+is in the buffer.
+
+Labels exist in memberlist ≥ 0.3.0 only; the empty label (the default) means no header and an empty AAD,
+i.e. exactly the 0.2.x bytes. Inbound rules (memberlist ``ingestPacket`` / ``handleConn``): the label header
+must be present and equal to ours (none when ours is empty); with ``skip_inbound_label_check`` a header is
+refused instead and our own label is used as the AAD. Label failures raise :class:`GossipLabelError`.
 
 Never produced here (they crash memberlist 0.2.2): empty compound parts, empty packets, more than 255
 parts in one compound.
@@ -42,7 +51,7 @@ from discoverd.core.gossip.messages import (
     new_unpacker,
     struct_from_map,
 )
-from discoverd.errors import GossipDecodeError
+from discoverd.errors import GossipDecodeError, GossipLabelError
 
 MAX_COMPOUND_PARTS: Final = 255
 MAX_PART_SIZE: Final = 0xFFFF
@@ -53,6 +62,8 @@ MAX_PACKET_INFLATED: Final = 1 << 20
 MAX_PUSH_STATE_BYTES: Final = 20 << 20
 MAX_PUSH_STATE_NODES: Final = 1_048_576
 LZW_ALGO: Final = 0
+#: memberlist ``LabelMaxSize``: a label's length travels in one byte.
+LABEL_MAX_SIZE: Final = 255
 #: Leaf message types a UDP packet may carry.
 PACKET_TYPES: Final = frozenset(
     int(t)
@@ -135,17 +146,71 @@ def _inflate_struct(c: Compress, max_size: int) -> bytes:
     return lzw.decompress(c.buf, max_size=max_size)
 
 
+# -- labels (memberlist >= 0.3.0) --------------------------------------------------------------------------
+
+
+def label_header(label: bytes) -> bytes:
+    """``[244][len][label]``, or nothing for the empty label. ValueError above 255 bytes."""
+    if not label:
+        return b""
+    if len(label) > LABEL_MAX_SIZE:
+        raise ValueError(f"label of {len(label)} bytes exceeds {LABEL_MAX_SIZE}")
+    return bytes((MsgType.HAS_LABEL, len(label))) + label
+
+
+def label_overhead(label: bytes) -> int:
+    """Bytes the label header adds to a packet (memberlist ``labelOverhead``)."""
+    return 2 + len(label) if label else 0
+
+
+def split_label(buf: bytes) -> tuple[bytes, int] | None:
+    """The label at the start of ``buf`` and the length of its header: ``(b"", 0)`` when ``buf`` does not
+    start with a label header, ``None`` when the header is cut short. GossipLabelError for a header that
+    declares an empty label (memberlist: "label header cannot be empty when present")."""
+    if not buf or buf[0] != MsgType.HAS_LABEL:
+        return b"", 0
+    if len(buf) < 2:
+        return None
+    size = buf[1]
+    if size == 0:
+        raise GossipLabelError("label header cannot be empty when present")
+    if len(buf) < 2 + size:
+        return None
+    return bytes(buf[2 : 2 + size]), 2 + size
+
+
+def check_label(found: bytes, label: bytes, *, skip_inbound_label_check: bool = False) -> bytes:
+    """The label to authenticate (AAD) an inbound message with, given the ``found`` header label (``b""``
+    without a header) and our ``label``. GossipLabelError when memberlist would drop it: a header although
+    ``skip_inbound_label_check`` is set, or (without the skip) a label different from ours."""
+    if skip_inbound_label_check:
+        if found:
+            raise GossipLabelError("unexpected double label header")
+        return label
+    if found != label:
+        raise GossipLabelError(f"unacceptable label {found!r} (expected {label!r})")
+    return label
+
+
 # -- UDP packets -------------------------------------------------------------------------------------------
 
 
 def encode_packet(
-    payload: bytes, *, compress: bool, crc: bool, keyring: Keyring | None, encryption_version: int = 1
+    payload: bytes,
+    *,
+    compress: bool,
+    crc: bool,
+    keyring: Keyring | None,
+    encryption_version: int = 1,
+    label: bytes = b"",
 ) -> bytes:
     """A UDP packet for ``payload`` (one message or a compound): compressed if that makes it smaller,
-    CRC-wrapped if ``crc``, then encrypted under the keyring's primary key (AAD empty). ValueError for an
-    empty payload."""
+    CRC-wrapped if ``crc``, then encrypted under the keyring's primary key (AAD = ``label``), then prefixed
+    with the label header if ``label`` is not empty. ValueError for an empty payload or a label above 255
+    bytes."""
     if not payload:
         raise ValueError("empty packet payload (it would crash memberlist 0.2.2)")
+    header = label_header(label)
     if compress:
         packed = compress_message(payload)
         if len(packed) < len(payload):
@@ -153,8 +218,8 @@ def encode_packet(
     if crc:
         payload = add_crc(payload)
     if keyring is not None:
-        payload = keyring.encrypt(payload, version=encryption_version)
-    return payload
+        payload = keyring.encrypt(payload, aad=label, version=encryption_version)
+    return header + payload
 
 
 class _Expander:
@@ -189,21 +254,36 @@ class _Expander:
                     continue
 
 
-def decode_packet(data: bytes, *, keyring: Keyring | None, verify_incoming: bool = True) -> list[bytes]:
+def decode_packet(
+    data: bytes,
+    *,
+    keyring: Keyring | None,
+    verify_incoming: bool = True,
+    label: bytes = b"",
+    skip_inbound_label_check: bool = False,
+) -> list[bytes]:
     """The leaf messages of a UDP packet, each starting with its type byte (0–5, 8 or 11).
 
-    Steps: decrypt with ``keyring`` (if it fails and ``verify_incoming`` is False the packet is taken as
+    Steps: strip the label header and check it against ``label`` (:func:`check_label`), decrypt with
+    ``keyring`` and the label as AAD (if it fails and ``verify_incoming`` is False the packet is taken as
     plaintext), verify and strip an outer CRC, then expand compress and compound messages (nested at most
     :data:`MAX_NESTING` deep, :data:`MAX_PACKET_INFLATED` bytes inflated in all). Empty parts and empty
     inflated data are dropped; so are bad or truncated compound parts (their siblings are kept).
-    GossipDecodeError for an empty, undecryptable, bad-CRC or otherwise malformed packet.
+    GossipDecodeError for an empty, undecryptable, bad-CRC or otherwise malformed packet; its subclass
+    GossipLabelError for a malformed, missing or different label.
     """
     buf = bytes(data)
     if not buf:
         raise GossipDecodeError("empty packet")
+    split = split_label(buf)
+    if split is None:
+        raise GossipLabelError("cannot decode label; packet has been truncated")
+    found, skip = split
+    aad = check_label(found, label, skip_inbound_label_check=skip_inbound_label_check)
+    buf = buf[skip:]
     if keyring is not None:
         try:
-            buf = keyring.decrypt(buf)
+            buf = keyring.decrypt(buf, aad=aad)
         except GossipDecodeError:
             if verify_incoming:
                 raise
@@ -241,16 +321,29 @@ StreamMessage: TypeAlias = PushPull | Ping | Ack | ErrResp | UserStream
 
 
 def encode_stream(
-    msg: bytes, *, compress: bool, keyring: Keyring | None, encryption_version: int = 1
+    msg: bytes,
+    *,
+    compress: bool,
+    keyring: Keyring | None,
+    encryption_version: int = 1,
+    label: bytes = b"",
+    with_label_header: bool = True,
 ) -> bytes:
     """The bytes to write for one stream message: compressed unconditionally if ``compress``, then (with a
-    keyring) ``[10][u32 BE blob length][blob]`` where the blob's AAD is those first 5 bytes."""
+    keyring) ``[10][u32 BE blob length][blob]`` where the blob's AAD is those first 5 bytes followed by
+    ``label``. With a non-empty ``label`` and ``with_label_header`` (the dialling side's message, which opens
+    the stream) the ``[244][len][label]`` header goes first; the answer on the same stream passes
+    ``with_label_header=False``: memberlist's responder writes no header but still binds the label into the
+    AAD. ValueError for a label above 255 bytes."""
+    if len(label) > LABEL_MAX_SIZE:
+        raise ValueError(f"label of {len(label)} bytes exceeds {LABEL_MAX_SIZE}")
+    prefix = label_header(label) if with_label_header else b""
     if compress:
         msg = compress_message(msg)
     if keyring is None:
-        return msg
+        return prefix + msg
     header = bytes((MsgType.ENCRYPT,)) + struct.pack(">I", encrypted_length(encryption_version, len(msg)))
-    return header + keyring.encrypt(msg, aad=header, version=encryption_version)
+    return prefix + header + keyring.encrypt(msg, aad=header + label, version=encryption_version)
 
 
 def encode_push_pull(states: Sequence[PushNodeState], user_state: bytes, join: bool) -> bytes:
@@ -272,15 +365,40 @@ def parse_stream(
     keyring: Keyring | None,
     verify_incoming: bool = True,
     max_bytes: int = MAX_PUSH_STATE_BYTES,
+    label: bytes = b"",
+    with_label_header: bool = True,
+    skip_inbound_label_check: bool = False,
 ) -> tuple[StreamMessage, int] | None:
     """Parse one stream message from the start of ``buf``: ``None`` if more bytes are needed, else the
-    message and the number of bytes it took.
+    message and the number of bytes it took (label header included).
 
-    Handles ``[10]`` encrypted (needs a keyring), ``[9]`` compressed and plain messages of types 6, 0, 2,
-    13 and 8. GossipDecodeError for anything malformed, a message (or declared size) above ``max_bytes``,
-    more than 1 048 576 node states, an encrypted stream without a keyring, and a plaintext stream when a
-    keyring is configured and ``verify_incoming`` is on.
+    With ``with_label_header`` (the message that opens a stream, read by the side that accepted it) a label
+    header is stripped and checked first (:func:`check_label`; an empty ``label`` accepts no header at all);
+    without it (the answer, read by the dialling side) no header is expected. Either way ``label`` is part
+    of the AAD of an encrypted message. Handles ``[10]`` encrypted (needs a keyring), ``[9]`` compressed and
+    plain messages of types 6, 0, 2, 13 and 8. GossipDecodeError for anything malformed, a message (or
+    declared size) above ``max_bytes``, more than 1 048 576 node states, an encrypted stream without a
+    keyring, and a plaintext stream when a keyring is configured and ``verify_incoming`` is on;
+    GossipLabelError (a subclass) for a malformed, missing or different label.
     """
+    if not buf:
+        return None
+    skip = 0
+    if with_label_header:
+        split = split_label(buf)
+        if split is None:
+            return None
+        found, skip = split
+        label = check_label(found, label, skip_inbound_label_check=skip_inbound_label_check)
+        if skip:
+            buf = buf[skip:]
+    got = _parse_body(buf, keyring, verify_incoming, max_bytes, label)
+    return None if got is None else (got[0], skip + got[1])
+
+
+def _parse_body(
+    buf: bytes, keyring: Keyring | None, verify_incoming: bool, max_bytes: int, label: bytes
+) -> tuple[StreamMessage, int] | None:
     if not buf:
         return None
     kind = buf[0]
@@ -294,7 +412,7 @@ def parse_stream(
             raise GossipDecodeError(f"encrypted stream of {size} bytes exceeds {max_bytes}")
         if len(buf) < 5 + size:
             return None
-        plain = keyring.decrypt(bytes(buf[5 : 5 + size]), aad=bytes(buf[:5]))
+        plain = keyring.decrypt(bytes(buf[5 : 5 + size]), aad=bytes(buf[:5]) + label)
         return _parse_whole(plain, max_bytes, may_compress=True), 5 + size
     if keyring is not None and verify_incoming:
         raise GossipDecodeError("Encryption is configured but remote state is not encrypted")
