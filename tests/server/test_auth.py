@@ -216,6 +216,20 @@ async def test_protected_reads(locked: tuple[Node, Client]) -> None:
     assert (await c.get("nodes", {"token": "nope"}))[0] == -401
 
 
+async def test_metrics_are_a_protected_read(
+    locked: tuple[Node, Client], secured: tuple[Node, Client]
+) -> None:
+    node, c = locked
+    url = f"http://{node.address}/metrics"
+    async with c.session.get(url) as r:
+        assert orjson.loads(await r.read())["code"] == -401
+    async with c.session.get(url, headers={"Authorization": "Bearer r-tok"}) as r:
+        assert r.status == 200 and b"discoverd_instances" in await r.read()
+    open_node, oc = secured  # tokens without --protect-reads: scrapes stay open like every read
+    async with oc.session.get(f"http://{open_node.address}/metrics") as r:
+        assert r.status == 200 and b"discoverd_instances" in await r.read()
+
+
 async def test_peer_secret_is_for_peers_only(locked: tuple[Node, Client]) -> None:
     node, c = locked
     assert (await c.post("register", reg(replication="true"), "peer-s"))[0] == 0

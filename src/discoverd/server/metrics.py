@@ -27,6 +27,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from discoverd import __version__
+from discoverd.core.params import Form
 from discoverd.model import UP, WAITING
 from discoverd.server import logs
 from discoverd.server.http import HttpRequest, build_response, text_response
@@ -329,6 +330,15 @@ def install(app: ProtocolApp, node: Node | None) -> CollectorRegistry:
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     app.observe = latency.observe
-    app.extra_routes["/metrics"] = lambda req: serve(registry, req)
+
+    def route(req: HttpRequest) -> bytes:
+        # with --protect-reads, a scrape is a read like any other (a Prometheus bearer token works)
+        if app.authorize is not None:
+            refused = app.authorize(req, Form.parse(b"", req.query), "/metrics")
+            if refused is not None:
+                return refused
+        return serve(registry, req)
+
+    app.extra_routes["/metrics"] = route
     logs.install(app)
     return registry
