@@ -19,6 +19,7 @@ from discoverd.core.gossip.config import GossipConfig
 from discoverd.core.gossip.messages import NodeState, Suspect, encode
 from discoverd.core.gossip.suspicion import suspicion_timeouts
 from discoverd.errors import GossipError
+from tests.backends.gossip.helpers import Recorder
 from tests.gossip.go_harness import GoNode, b64, unique_name
 from tests.helpers import eventually
 
@@ -39,14 +40,6 @@ def py_config(name: str, **kw: object) -> GossipConfig:
     }
     base.update(kw)
     return GossipConfig.local(**base)
-
-
-class Recorder(Delegate):
-    def __init__(self) -> None:
-        self.msgs: list[bytes] = []
-
-    def notify_msg(self, msg: bytes) -> None:
-        self.msgs.append(msg)
 
 
 @asynccontextmanager

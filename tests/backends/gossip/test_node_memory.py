@@ -19,6 +19,7 @@ from discoverd.core.gossip.config import GossipConfig
 from discoverd.core.gossip.framing import encode_packet, parse_stream
 from discoverd.core.gossip.messages import Alive, ErrResp, NodeState, Ping, Suspect, encode
 from discoverd.errors import ConfigError, GossipError
+from tests.backends.gossip.helpers import Recorder
 from tests.helpers import eventually
 
 KEY_A = b"0123456789abcdef"
@@ -40,14 +41,6 @@ def fast(name: str, **kw: object) -> GossipConfig:
     }
     base.update(kw)
     return GossipConfig.local(**base)
-
-
-class Recorder(Delegate):
-    def __init__(self) -> None:
-        self.msgs: list[bytes] = []
-
-    def notify_msg(self, msg: bytes) -> None:
-        self.msgs.append(msg)
 
 
 Cluster = Callable[..., "MemberlistNode"]

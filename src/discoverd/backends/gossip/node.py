@@ -34,6 +34,7 @@ from discoverd.backends.gossip.probe import Prober
 from discoverd.backends.gossip.sender import PacketSender
 from discoverd.backends.gossip.streams import StreamExchange
 from discoverd.backends.gossip.transport import Addr, NetTransport, Transport
+from discoverd.config import split_hostport
 from discoverd.core.gossip.broadcast import TransmitLimitedQueue
 from discoverd.core.gossip.config import GossipConfig
 from discoverd.core.gossip.framing import (
@@ -57,7 +58,7 @@ from discoverd.core.gossip.messages import (
     encode,
 )
 from discoverd.core.gossip.suspicion import Awareness
-from discoverd.errors import GossipDecodeError, GossipError
+from discoverd.errors import ConfigError, GossipDecodeError, GossipError
 
 log = logging.getLogger("discoverd.gossip")
 
@@ -420,8 +421,7 @@ _PACKET_TYPES = frozenset(
 
 def _parse_seed(seed: str) -> Addr:
     """``host:port`` or ``name/host:port`` → ``(host, port)``; ``[v6]:port`` accepted."""
-    seed = seed.split("/", 1)[-1]
-    host, sep, port = seed.rpartition(":")
-    if not sep or not port.isdigit():
-        raise GossipError(f"seed {seed!r}: expected host:port")
-    return (host.strip("[]"), int(port))
+    try:
+        return split_hostport(seed.split("/", 1)[-1])
+    except ConfigError as e:
+        raise GossipError(f"seed {seed!r}: {e}") from None

@@ -40,6 +40,7 @@ from discoverd.backends.base import Registry, RegistryClosed
 from discoverd.backends.gossip.delegate import Delegate
 from discoverd.backends.gossip.node import MemberlistNode
 from discoverd.backends.watch import WatchHub
+from discoverd.config import split_hostport
 from discoverd.core.gossip.broadcast import TransmitLimitedQueue
 from discoverd.core.gossip.config import GossipConfig
 from discoverd.core.gossip.micro import (
@@ -101,8 +102,7 @@ def parse_gossip_url(url: str) -> tuple[GossipConfig, list[str], float]:
         "label": opts.get("label", ""),
     }
     if adv := opts.get("advertise"):
-        h, _, p = adv.rpartition(":")
-        overrides["advertise_host"], overrides["advertise_port"] = h.strip("[]"), _int(p, "advertise port")
+        overrides["advertise_host"], overrides["advertise_port"] = split_hostport(adv)
     preset = opts.get("preset", "local")
     makers = {"local": GossipConfig.local, "lan": GossipConfig.lan, "wan": GossipConfig.wan}
     if preset not in makers:
@@ -274,7 +274,7 @@ class GossipRegistry(Registry):
 
     async def list_services(self) -> list[str]:
         await self.start()
-        return sorted(n for n in self._state.names() if self._state.instances(n))
+        return self._state.names()  # sorted, and only names that still have a node
 
     def watch(self, appid: str | None = None) -> AsyncIterator[Event]:
         if self._closed:
