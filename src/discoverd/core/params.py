@@ -258,17 +258,17 @@ def _loads(text: str) -> Any:
     """Parse JSON like Go's ``json.Valid`` + ``Unmarshal``: standard JSON only, numbers of any size."""
     import json
 
-    import orjson
+    from discoverd import jsoncodec
 
     try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
+        return jsoncodec.loads(text)
+    except jsoncodec.DecodeError:
         pass
 
     def reject(name: str) -> Any:
         raise ValueError(name)
 
-    try:  # orjson refuses big integers and lone surrogates, which Go accepts
+    try:  # jsoncodec refuses big integers and lone surrogates, which Go accepts
         value = json.loads(text, parse_constant=reject, parse_int=float)
     except (ValueError, RecursionError):
         raise BadRequest("metadata: invalid JSON") from None

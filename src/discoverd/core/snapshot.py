@@ -9,7 +9,8 @@ The format is JSON lines (UTF-8, each line ends with ``\\n``)::
 * The header's ``format`` and ``version`` keys are the stable part: a later version may change
   everything after them, so they are checked first and an unknown version is refused by name.
 * Instances are the protocol's wire objects with ``null`` metadata kept as ``null`` (``None`` and
-  ``{}`` round-trip distinctly); integers go through orjson, so int64 nanoseconds stay exact.
+  ``{}`` round-trip distinctly); integers go through :mod:`discoverd.jsoncodec`, so int64 nanoseconds
+  stay exact.
 * The trailer detects truncation (it is missing or incomplete) and corruption (the digest differs);
   the final newline is required, so a cut at any byte offset is an error.
 
@@ -23,8 +24,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any, Final, NamedTuple, TypeGuard
 
-import orjson
-
+from discoverd import jsoncodec
 from discoverd.core.registry import Registry
 from discoverd.errors import BadRequest, DiscoverdError
 from discoverd.model import Instance
@@ -78,8 +78,8 @@ def encode_snapshot(registry: Registry, *, taken_at: int) -> bytes:
             instances = [ins.to_wire(null_metadata=True) for ins in app.instances()]
             total += len(instances)
             obj = {"appid": app.appid, "env": app.env, "latest": app.latest, "instances": instances}
-            lines.append(orjson.dumps(obj))
-        header = orjson.dumps(
+            lines.append(jsoncodec.dumps(obj))
+        header = jsoncodec.dumps(
             {
                 "format": FORMAT,
                 "version": VERSION,
@@ -88,10 +88,10 @@ def encode_snapshot(registry: Registry, *, taken_at: int) -> bytes:
                 "instances": total,
             }
         )
-    except orjson.JSONEncodeError as e:
+    except jsoncodec.EncodeError as e:
         raise SnapshotError(f"snapshot: cannot encode the registry: {e}") from e
     body = b"".join(line + b"\n" for line in [header, *lines])
-    trailer = orjson.dumps({"end": True, "sha256": hashlib.sha256(body).hexdigest()})
+    trailer = jsoncodec.dumps({"end": True, "sha256": hashlib.sha256(body).hexdigest()})
     return body + trailer + b"\n"
 
 
@@ -144,15 +144,15 @@ def _verified_body(data: bytes) -> bytes:
 
 def _try_loads(line: bytes) -> object:
     try:
-        return orjson.loads(line)
-    except orjson.JSONDecodeError:
+        return jsoncodec.loads(line)
+    except jsoncodec.DecodeError:
         return None
 
 
 def _loads(line: bytes, where: str) -> Any:
     try:
-        return orjson.loads(line)
-    except orjson.JSONDecodeError as e:
+        return jsoncodec.loads(line)
+    except jsoncodec.DecodeError as e:
         raise SnapshotError(f"snapshot {where}: bad JSON: {e}") from e
 
 

@@ -13,15 +13,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-import orjson
-
+from discoverd import jsoncodec
 from discoverd.core.registry import App
 from discoverd.model import Instance
 
 
 def dumps(obj: Any) -> bytes:
-    """orjson with integers kept exact (int64 nanoseconds never go through a float)."""
-    return orjson.dumps(obj)
+    """:func:`discoverd.jsoncodec.dumps`: integers kept exact (int64 nanoseconds never go through a float)."""
+    return jsoncodec.dumps(obj)
 
 
 def instance_obj(ins: Instance, *, null_metadata: bool = False) -> dict[str, Any]:

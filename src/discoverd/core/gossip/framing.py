@@ -31,12 +31,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeAlias, cast
 
-import msgpack
-
 from discoverd.core.gossip import lzw
 from discoverd.core.gossip.keyring import Keyring, encrypted_length
 from discoverd.core.gossip.messages import (
     DECODE_ERRORS,
+    OUT_OF_DATA,
     Ack,
     Compress,
     ErrResp,
@@ -455,7 +454,7 @@ def _next(u: Any, buf: bytes, max_bytes: int, *, skip: bool = False) -> object |
             return True
         return cast(object, u.unpack())
     except DECODE_ERRORS as e:
-        if not isinstance(e, msgpack.OutOfData):
+        if not isinstance(e, OUT_OF_DATA):
             raise GossipDecodeError(f"malformed stream: {type(e).__name__}: {e}") from None
     if len(buf) - 1 >= max_bytes:
         raise GossipDecodeError(f"stream message exceeds {max_bytes} bytes")

@@ -71,6 +71,11 @@ DECODE_ERRORS: Final[tuple[type[BaseException], ...]] = (
     msgpack.UnpackException,
 )
 
+#: What an unpacker from :func:`new_unpacker` raises when it needs more bytes (one of
+#: :data:`DECODE_ERRORS`). This module is the one that imports msgpack; the rest of the gossip code uses
+#: these names.
+OUT_OF_DATA: Final[type[Exception]] = msgpack.OutOfData
+
 #: Largest map/array accepted while unpacking. memberlist maps have at most 8 keys; msgpack preallocates
 #: containers from their declared length, so a hostile header must not be believed.
 MAX_CONTAINER_LEN: Final = 1024

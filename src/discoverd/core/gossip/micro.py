@@ -42,8 +42,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-import orjson
-
+from discoverd import jsoncodec
 from discoverd.errors import GossipDecodeError
 from discoverd.model import UP, Instance
 
@@ -279,7 +278,7 @@ def service_obj(svc: Service) -> dict[str, Any]:
 
 def service_to_json(svc: Service) -> bytes:
     """The go-micro JSON of ``svc``."""
-    return orjson.dumps(service_obj(svc))
+    return jsoncodec.dumps(service_obj(svc))
 
 
 def _object(obj: object, what: str, names: frozenset[str]) -> dict[str, object]:
@@ -373,8 +372,8 @@ def service_from_json(obj: object) -> Service:
 def decode_service(data: bytes) -> Service:
     """Parse and decode a Service JSON document; GossipDecodeError on invalid JSON or a malformed service."""
     try:
-        obj = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
+        obj = jsoncodec.loads(data)
+    except jsoncodec.DecodeError as exc:
         raise GossipDecodeError(f"service: invalid JSON: {exc}") from exc
     return service_from_json(obj)
 

@@ -48,8 +48,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Final
 
-import orjson
-
+from discoverd import jsoncodec
 from discoverd.core.gossip.micro import (
     ACTION_CREATE,
     ACTION_DELETE,
@@ -180,7 +179,7 @@ class MicroState:
             kept = [service_obj(s) for s in services if s.nodes]
             if kept:
                 out[name] = kept
-        return orjson.dumps(out)
+        return jsoncodec.dumps(out)
 
     # --- changes --------------------------------------------------------------------------------------------
 
@@ -204,8 +203,8 @@ class MicroState:
         if not buf:
             return []
         try:
-            obj = orjson.loads(buf)
-        except orjson.JSONDecodeError:
+            obj = jsoncodec.loads(buf)
+        except jsoncodec.DecodeError:
             obj = None
         if not isinstance(obj, dict):
             self.rejected += 1
