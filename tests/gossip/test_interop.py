@@ -174,7 +174,7 @@ async def test_python_suspects_go_and_go_refutes(mlharness_bin: Path) -> None:
     async with py_node() as py, GoNode(mlharness_bin, *GO_FAST, "-join", addr(py)) as go:
         await eventually(lambda: go.name in py.table.nodes, within=5)
         before = py.table.nodes[go.name].incarnation
-        py._apply(py.table.on_suspect(Suspect(incarnation=before, node=go.name, from_=py.name), py.now()))
+        py.apply(py.table.on_suspect(Suspect(incarnation=before, node=go.name, from_=py.name), py.now()))
         await eventually(
             lambda: (
                 py.table.nodes[go.name].state == NodeState.ALIVE

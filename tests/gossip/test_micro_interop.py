@@ -99,7 +99,7 @@ async def test_join_state_sync_both_ways(mlharness_bin: Path) -> None:
     async with GoNode(mlharness_bin, "-micro") as go:
         await go.register(go_service("go.early", "n1"))
         async with registry(go.address) as py:  # learns go.early from the join push/pull
-            await eventually(lambda: bool(py._state.instances("go.early")), within=5)
+            await eventually(lambda: bool(py.micro.state.instances("go.early")), within=5)
             await py.register(py_instance("py-early"))
             async with GoNode(mlharness_bin, "-micro", "-join", f"127.0.0.1:{py.node.addr[1]}") as late:
                 await go_services(late, "py.svc")  # learned from Python's LocalState on join
@@ -121,6 +121,6 @@ async def test_encrypted_registry(mlharness_bin: Path) -> None:
         registry(go.address, secret=KEY) as py,
     ):
         await go.register(go_service("go.secret", "n1"))
-        await eventually(lambda: bool(py._state.instances("go.secret")), within=5)
+        await eventually(lambda: bool(py.micro.state.instances("go.secret")), within=5)
         await py.register(py_instance(appid="py.secret"))
         await go_services(go, "py.secret")

@@ -157,7 +157,7 @@ async def test_suspected_node_refutes_with_higher_incarnation(
     await eventually(lambda: a.num_members() == 2 and b.num_members() == 2, within=5)
     before = b.table.local.incarnation
     accusation = Suspect(incarnation=before, node="b", from_="a")
-    a._apply(a.table.on_suspect(accusation, a.now()))
+    a.apply(a.table.on_suspect(accusation, a.now()))
     assert states(a)["b"] == NodeState.SUSPECT
     await eventually(lambda: states(a)["b"] == NodeState.ALIVE, within=5)
     assert a.table.nodes["b"].incarnation > before
@@ -239,8 +239,8 @@ async def test_hostile_packets_never_stop_the_node(junk: list[bytes]) -> None:
     await node.start()
     try:
         for data in junk:
-            node._on_packet(data, ("127.0.0.1", 1))
-            node._on_packet(encode(Suspect(incarnation=1, node="x", from_="y")) + data, ("127.0.0.1", 1))
+            node.on_packet(data, ("127.0.0.1", 1))
+            node.on_packet(encode(Suspect(incarnation=1, node="x", from_="y")) + data, ("127.0.0.1", 1))
         assert not node._runner or not node._runner.done()
         assert node.num_members() == 1
     finally:
@@ -425,9 +425,9 @@ async def test_skip_inbound_label_check_accepts_only_unlabelled_streams(
     # packets too: an unlabelled one is taken, a labelled one dropped
     alive = encode(Alive(incarnation=1, node="x", addr=b"\x7f\x00\x00\x01", port=1))
     bad = a.stats["bad_packets"]
-    a._on_packet(encode_packet(alive, compress=False, crc=False, keyring=None), ("127.0.0.1", 1))
+    a.on_packet(encode_packet(alive, compress=False, crc=False, keyring=None), ("127.0.0.1", 1))
     assert a.stats["bad_packets"] == bad and "x" in a.table.nodes
-    a._on_packet(
+    a.on_packet(
         encode_packet(alive, compress=False, crc=False, keyring=None, label=b"prod"), ("127.0.0.1", 1)
     )
     assert a.stats["bad_packets"] == bad + 1

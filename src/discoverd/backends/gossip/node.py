@@ -16,6 +16,12 @@ does start … leave + shutdown. A stopped node cannot be restarted.
 Task-safety: all methods run on the node's event loop. Membership changes are published to every iterator
 returned by :meth:`MemberlistNode.events` (async iterators; nothing runs on internal threads). The delegate's
 methods (:class:`~discoverd.backends.gossip.delegate.Delegate`) are called on the loop and must not block.
+
+Structure: the node keeps the lifecycle, incoming packets, gossip rounds and suspicion timers, and builds
+its parts — :class:`~discoverd.backends.gossip.sender.PacketSender` (UDP output),
+:class:`~discoverd.backends.gossip.probe.Prober` (failure detection) and
+:class:`~discoverd.backends.gossip.streams.StreamExchange` (TCP) — handing each the others it needs. The
+parts see the node only as a :class:`~discoverd.backends.gossip.host.NodeHost`.
 """
 
 from __future__ import annotations
@@ -37,13 +43,9 @@ from discoverd.backends.gossip.transport import Addr, NetTransport, Transport
 from discoverd.config import split_hostport
 from discoverd.core.gossip.broadcast import TransmitLimitedQueue
 from discoverd.core.gossip.config import GossipConfig
-from discoverd.core.gossip.framing import (
-    decode_packet,
-    encode_user_stream,
-    label_overhead,
-)
+from discoverd.core.gossip.framing import decode_packet, label_overhead
 from discoverd.core.gossip.keyring import ENCRYPT_OVERHEAD, Keyring
-from discoverd.core.gossip.members import Effects, Member, MemberEvent, MemberTable, ip_bytes, ip_text
+from discoverd.core.gossip.members import Effects, Member, MemberEvent, MemberTable, ip_bytes
 from discoverd.core.gossip.messages import (
     Ack,
     Alive,
@@ -55,15 +57,11 @@ from discoverd.core.gossip.messages import (
     Ping,
     Suspect,
     decode,
-    encode,
 )
 from discoverd.core.gossip.suspicion import Awareness
 from discoverd.errors import ConfigError, GossipDecodeError, GossipError
 
 log = logging.getLogger("discoverd.gossip")
-
-#: Indirect probes relayed at once for other nodes; more are dropped (a flood must not pile up tasks).
-MAX_INDIRECT = 256
 
 
 class MemberlistNode:
@@ -84,16 +82,16 @@ class MemberlistNode:
         self.user_queue = TransmitLimitedQueue(config.retransmit_mult, self.table.num_members)
         self.addr: Addr = ("", 0)
         self.sender = PacketSender(self)
-        self.prober = Prober(self)
-        self.exchange = StreamExchange(self)
+        self.exchange = StreamExchange(self, self.delegate)
+        self.prober = Prober(self, self.sender, self.exchange, self.awareness)
         self._subscribers: list[asyncio.Queue[MemberEvent | None]] = []
         self._tasks: asyncio.TaskGroup | None = None
         self._runner: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
         self._ready = asyncio.Event()
         self._wake = asyncio.Event()
-        self._indirect = 0
-        self.stats = {"packets": 0, "bad_packets": 0, "bad_streams": 0, "dropped": 0, "push_pulls": 0}
+        self._packets = 0
+        self._bad_packets = 0
         self.closed = False
 
     def __repr__(self) -> str:
@@ -107,13 +105,13 @@ class MemberlistNode:
         """Bind, announce ourselves (incarnation 1) and start probing, gossiping and push/pull."""
         if self.closed or self._runner is not None:
             raise GossipError("a memberlist node can be started once")
-        bound = await self.transport.start(self._on_packet, self.exchange.on_stream)
+        bound = await self.transport.start(self.on_packet, self.exchange.on_stream)
         host = self.config.advertise_host or bound[0]
         if host in ("0.0.0.0", "::", ""):
             host = "127.0.0.1"
         self.addr = (host, self.config.advertise_port or bound[1])
         meta = self.delegate.node_meta(512)
-        self._apply(self.table.bootstrap(ip_bytes(host), self.addr[1], meta, self.now()))
+        self.apply(self.table.bootstrap(ip_bytes(host), self.addr[1], meta, self.now()))
         self._runner = asyncio.get_running_loop().create_task(self._run(), name=f"memberlist {self.name}")
         await self._ready.wait()
         return self
@@ -136,6 +134,7 @@ class MemberlistNode:
             self._ready.set()
 
     def now(self) -> float:
+        """The event loop's clock, in seconds (the member table's time base)."""
         return asyncio.get_running_loop().time()
 
     async def shutdown(self) -> None:
@@ -203,7 +202,20 @@ class MemberlistNode:
         return self.table.members()
 
     def num_members(self) -> int:
+        """How many members are alive or suspect, ourselves included."""
         return self.table.num_members()
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Counters since start (a fresh dict on each read): ``packets`` received, ``bad_packets`` and
+        ``bad_streams`` dropped, indirect probes ``dropped`` for load, ``push_pulls`` served."""
+        return {
+            "packets": self._packets,
+            "bad_packets": self._bad_packets,
+            "bad_streams": self.exchange.bad_streams,
+            "dropped": self.prober.dropped,
+            "push_pulls": self.exchange.push_pulls,
+        }
 
     @property
     def health_score(self) -> int:
@@ -230,23 +242,25 @@ class MemberlistNode:
         self.user_queue.queue(payload, name=name)
 
     async def send_reliable(self, member: str, payload: bytes) -> None:
-        """Send a user message to ``member`` over TCP."""
+        """Send a user message to ``member`` over TCP (raises GossipError, OSError or TimeoutError)."""
         m = self.table.nodes.get(member)
         if m is None:
             raise GossipError(f"unknown member {member!r}")
-        stream = await self.transport.dial((m.host, m.port), self.config.tcp_timeout)
-        try:
-            await self.exchange.write(stream, encode_user_stream(payload), initiator=True)
-        finally:
-            stream.close()
+        await self.exchange.send_user((m.host, m.port), payload)
+
+    async def push_pull(self, addr: Addr, *, join: bool = False) -> None:
+        """Exchange full state with the node at ``addr`` (raises GossipError, OSError or TimeoutError)."""
+        await self.exchange.push_pull(addr, join=join)
 
     async def update_meta(self) -> None:
         """Re-read our metadata from the delegate and announce it with a new incarnation."""
-        self._apply(self.table.update_local(self.delegate.node_meta(512), self.now()))
+        self.apply(self.table.update_local(self.delegate.node_meta(512), self.now()))
 
     # -- effects and events -------------------------------------------------------------------------------
 
-    def _apply(self, effects: Effects) -> None:
+    def apply(self, effects: Effects) -> None:
+        """Carry out a member-table change: queue its broadcasts, adjust awareness, publish its events, wake
+        the suspicion timer. Returns at once."""
         for name, msg in effects.broadcasts:
             self.queue.queue(msg, name=name)
         if effects.refuted:
@@ -274,10 +288,12 @@ class MemberlistNode:
 
     # -- incoming packets ---------------------------------------------------------------------------------
 
-    def _on_packet(self, data: bytes, src: Addr) -> None:
+    def on_packet(self, data: bytes, src: Addr) -> None:
+        """Handle one datagram from ``src`` (the transport's packet handler). Never raises: a malformed
+        packet or message is dropped and counted, a failing delegate is logged."""
         if self.closed:
             return
-        self.stats["packets"] += 1
+        self._packets += 1
         try:
             msgs = decode_packet(
                 data,
@@ -287,14 +303,14 @@ class MemberlistNode:
                 skip_inbound_label_check=self.config.skip_inbound_label_check,
             )
         except GossipDecodeError as e:
-            self.stats["bad_packets"] += 1
+            self._bad_packets += 1
             log.debug("%s: dropped a packet from %s:%d: %s", self.name, src[0], src[1], e)
             return
         for raw in msgs:
             try:
                 self._handle(raw, src)
             except GossipDecodeError as e:
-                self.stats["bad_packets"] += 1
+                self._bad_packets += 1
                 log.debug("%s: dropped a message from %s:%d: %s", self.name, src[0], src[1], e)
             except Exception:  # a delegate's bug must not take the node down either
                 log.exception("%s: handling a message from %s:%d failed", self.name, src[0], src[1])
@@ -308,59 +324,33 @@ class MemberlistNode:
         if kind not in _PACKET_TYPES:
             raise GossipDecodeError(f"unexpected message type {kind} in a packet")
         msg = decode(raw)
-        now = self.now()
         if isinstance(msg, Ping):
-            if msg.node and msg.node != self.name:
-                return  # meant for a previous process on this address
-            to = (ip_text(msg.source_addr), msg.source_port) if msg.source_addr and msg.source_port else src
-            self.sender.send_msg(to, encode(Ack(seq_no=msg.seq_no)))
+            self.prober.on_ping(msg, src)
         elif isinstance(msg, IndirectPing):
-            if self._indirect < MAX_INDIRECT and self._tasks is not None:
-                self._indirect += 1
-                self._tasks.create_task(self._relay_indirect(msg, src))
-            else:
-                self.stats["dropped"] += 1
+            self.prober.relay(msg, src, self._tasks)
         elif isinstance(msg, Ack):
             self.prober.on_ack(msg.seq_no, msg.payload)
         elif isinstance(msg, Nack):
             self.prober.on_nack(msg.seq_no)
         elif isinstance(msg, Alive):
-            if msg.port == 0:  # pre-v2 senders carried no port
-                msg = Alive(
-                    incarnation=msg.incarnation,
-                    node=msg.node,
-                    addr=msg.addr,
-                    port=self.addr[1],
-                    meta=msg.meta,
-                    vsn=msg.vsn,
-                )
-            self._apply(self.table.on_alive(msg, now))
+            self.apply(self.table.on_alive(self._with_port(msg), self.now()))
         elif isinstance(msg, Suspect):
-            self._apply(self.table.on_suspect(msg, now))
+            self.apply(self.table.on_suspect(msg, self.now()))
         elif isinstance(msg, Dead):
-            self._apply(self.table.on_dead(msg, now))
+            self.apply(self.table.on_dead(msg, self.now()))
 
-    async def _relay_indirect(self, req: IndirectPing, src: Addr) -> None:
-        """Probe ``req``'s target for a peer; ack back when it answers, nack on timeout if asked."""
-        try:
-            to = (ip_text(req.source_addr), req.source_port) if req.source_addr and req.source_port else src
-            target = (ip_text(req.target), req.port)
-            if not target[0]:
-                return
-            if await self.prober.ping(target, req.node, self.config.probe_timeout):
-                self.sender.send_msg(to, encode(Ack(seq_no=req.seq_no)))
-            elif req.nack:
-                self.sender.send_msg(to, encode(Nack(seq_no=req.seq_no)))
-        except Exception:
-            log.exception("%s: relaying an indirect probe failed", self.name)
-        finally:
-            self._indirect -= 1
-
-    # -- streams ------------------------------------------------------------------------------------------
-
-    async def push_pull(self, addr: Addr, *, join: bool = False) -> None:
-        """Exchange full state with the node at ``addr`` (raises GossipError, OSError or TimeoutError)."""
-        await self.exchange.push_pull(addr, join=join)
+    def _with_port(self, msg: Alive) -> Alive:
+        """Pre-v2 senders carried no port in their alive messages: assume ours."""
+        if msg.port != 0:
+            return msg
+        return Alive(
+            incarnation=msg.incarnation,
+            node=msg.node,
+            addr=msg.addr,
+            port=self.addr[1],
+            meta=msg.meta,
+            vsn=msg.vsn,
+        )
 
     # -- loops --------------------------------------------------------------------------------------------
 
@@ -394,7 +384,7 @@ class MemberlistNode:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
                     await self._wake.wait()
-            self._apply(self.table.expire_suspicions(self.now()))
+            self.apply(self.table.expire_suspicions(self.now()))
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):

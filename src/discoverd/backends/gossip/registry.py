@@ -37,31 +37,25 @@ from typing import Final
 from urllib.parse import parse_qsl, urlsplit
 
 from discoverd.backends.base import Registry, RegistryClosed
-from discoverd.backends.gossip.delegate import Delegate
+from discoverd.backends.gossip.micro_delegate import RETRANSMIT_MULT, MicroDelegate
 from discoverd.backends.gossip.node import MemberlistNode
 from discoverd.backends.watch import WatchHub
 from discoverd.config import split_hostport
-from discoverd.core.gossip.broadcast import TransmitLimitedQueue
 from discoverd.core.gossip.config import GossipConfig
 from discoverd.core.gossip.micro import (
     ACTION_CREATE,
     ACTION_DELETE,
     Update,
-    decode_update,
-    encode_update,
     instance_to_service,
     service_to_json,
 )
-from discoverd.core.gossip.micro_state import MicroState
-from discoverd.errors import ConfigError, GossipDecodeError, GossipError
+from discoverd.errors import ConfigError, GossipError
 from discoverd.model import Event, Instance
 
 #: Registration lifetime when ``register`` is given no ttl; it is re-announced every third of it.
 DEFAULT_TTL: Final = 90.0
 #: go-micro's expiry tick.
 EXPIRY_TICK: Final = 1.0
-#: Retransmit multiplier of go-micro's update queue.
-RETRANSMIT_MULT: Final = 3
 
 
 def parse_gossip_url(url: str) -> tuple[GossipConfig, list[str], float]:
@@ -140,38 +134,16 @@ def _num(text: str, what: str) -> float:
     return value
 
 
-class _MicroDelegate(Delegate):
-    def __init__(self, registry: GossipRegistry) -> None:
-        self.registry = registry
-
-    def notify_msg(self, msg: bytes) -> None:
-        self.registry._received(msg)
-
-    def get_broadcasts(self, overhead: int, limit: int) -> list[bytes]:
-        return self.registry._queue.get_broadcasts(overhead, limit)
-
-    def has_broadcasts(self) -> bool:
-        return len(self.registry._queue) > 0
-
-    def local_state(self, join: bool) -> bytes:
-        # periodic exchanges carry only first-hand entries, so a dead node's entry cannot bounce between
-        # peers forever with a fresh learned ttl each time
-        return self.registry._state.local_state(include_learned=join)
-
-    def merge_remote_state(self, buf: bytes, join: bool) -> None:
-        self.registry._publish(self.registry._state.merge_remote_state(buf, time.time_ns()))
-
-
 class GossipRegistry(Registry):
     """A go-micro gossip registry participant (see the module docstring). Starts on first use."""
 
     def __init__(self, url: str = "gossip://127.0.0.1:0", *, watch_queue: int = 1000) -> None:
         self.url = url
         self.config, self.seeds, self.default_ttl = parse_gossip_url(url)
-        self._state = MicroState()
         self._hub = WatchHub(watch_queue)
-        self.node = MemberlistNode(self.config, _MicroDelegate(self))
-        self._queue = TransmitLimitedQueue(RETRANSMIT_MULT, self.node.num_members)
+        #: The go-micro side: registry state and update queue (the node's delegate).
+        self.micro = MicroDelegate(self._hub, lambda: self.node.num_members())  # noqa: PLW0108 (node: below)
+        self.node = MemberlistNode(self.config, self.micro)
         self._own: dict[tuple[str, str], tuple[Instance, float | None]] = {}
         self._started: asyncio.Task[None] | None = None
         self._loops: asyncio.Task[None] | None = None
@@ -206,7 +178,7 @@ class GossipRegistry(Registry):
     async def _expiry_loop(self) -> None:
         while True:
             await asyncio.sleep(EXPIRY_TICK)
-            self._publish(self._state.expire(time.time_ns()))
+            self.micro.expire()
 
     async def _refresh_loop(self) -> None:
         """Re-announce registrations made without a ttl every third of the default ttl."""
@@ -225,34 +197,10 @@ class GossipRegistry(Registry):
 
     # -- updates ------------------------------------------------------------------------------------------
 
-    def _publish(self, events: list[Event]) -> None:
-        if events:
-            self._hub.publish(events)
-
-    def _received(self, msg: bytes) -> None:
-        try:
-            update = decode_update(msg)
-        except GossipDecodeError:
-            return
-        now = time.time_ns()
-        if not self._state.first_seen(msg, now):
-            # A duplicate (memberlist delivers each broadcast up to its retransmit limit): applying it again
-            # could resurrect a node whose delete overtook the create's retransmissions.
-            return
-        self._queue.queue(msg, unique=True)  # re-gossip what we learn first (go-micro does not)
-        self._publish(self._state.apply(update, now))
-
-    def _send(self, update: Update) -> None:
-        msg = encode_update(update)
-        now = time.time_ns()
-        self._state.first_seen(msg, now)
-        self._queue.queue(msg, unique=True)
-        self._publish(self._state.apply(update, now))
-
     def _announce(self, instance: Instance, ttl: float) -> None:
         data = service_to_json(instance_to_service(instance))
         expires = time.time_ns() + int(ttl * 1e9)
-        self._send(Update(expires=expires, action=ACTION_CREATE, data=data))
+        self.micro.send(Update(expires=expires, action=ACTION_CREATE, data=data))
 
     # -- Registry -----------------------------------------------------------------------------------------
 
@@ -266,15 +214,15 @@ class GossipRegistry(Registry):
         own = self._own.pop((instance.appid, instance.hostname), None)
         target = own[0] if own is not None else instance
         data = service_to_json(instance_to_service(target))
-        self._send(Update(action=ACTION_DELETE, data=data))
+        self.micro.send(Update(action=ACTION_DELETE, data=data))
 
     async def get_service(self, appid: str) -> list[Instance]:
         await self.start()
-        return self._state.instances(appid)
+        return self.micro.state.instances(appid)
 
     async def list_services(self) -> list[str]:
         await self.start()
-        return self._state.names()  # sorted, and only names that still have a node
+        return self.micro.state.names()  # sorted, and only names that still have a node
 
     def watch(self, appid: str | None = None) -> AsyncIterator[Event]:
         if self._closed:
@@ -290,7 +238,7 @@ class GossipRegistry(Registry):
         if self._started is not None and self._started.done() and not self._started.exception():
             for ins, _ttl in list(self._own.values()):
                 data = service_to_json(instance_to_service(ins))
-                self._send(Update(action=ACTION_DELETE, data=data))
+                self.micro.send(Update(action=ACTION_DELETE, data=data))
             for _ in range(RETRANSMIT_MULT):  # push the deletes out now: leave() gossips membership first
                 self.node.gossip()
             with contextlib.suppress(GossipError):

@@ -255,12 +255,14 @@ class MemoryTransport(Transport):
             return write
 
         server_side = Stream(theirs, writer(mine), close, self.addr)
-        task = asyncio.get_running_loop().create_task(dst._serve(server_side))
+        task = asyncio.get_running_loop().create_task(dst.serve(server_side))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return Stream(mine, writer(theirs), close, addr)
 
-    async def _serve(self, stream: Stream) -> None:
+    async def serve(self, stream: Stream) -> None:
+        """Hand ``stream``, dialled to this endpoint by another, to our stream handler; closes it when the
+        handler returns. Called by the dialling endpoint (it runs in that endpoint's task set)."""
         assert self.on_stream is not None
         try:
             await self.on_stream(stream)
