@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 from discoverd.errors import BadRequest
 from discoverd.model import Event, Instance, diff_instances
 
-#: The weight of an instance without ``metadata["weight"]`` (as in the seed).
+#: The weight of an instance without ``metadata["weight"]`` (the protocol's default).
 DEFAULT_WEIGHT: Final = 100
 #: Seconds the liveness key ``<app>_<addr>`` lives after each heartbeat (fixed by the protocol).
 KEY_TTL: Final = 10
