@@ -7,9 +7,15 @@ client), learns the registry nodes from ``infra.discovery`` and starts the poll 
 client runs lives in its own ``asyncio.TaskGroup``; ``aclose`` cancels registrations (graceful leave)
 and stops the loop. A closed client cannot be restarted.
 
-The poll loop keeps one ``polls`` request in flight for every watched app (always including
-``infra.discovery``); ``-304`` re-polls at once; a failure switches to the next node after a capped
-exponential backoff with jitter; the cached lists keep being served whatever the nodes do.
+The long poll (:class:`~discoverd.client.poller.Poller`) keeps one ``polls`` request in flight for
+every watched app (always including ``infra.discovery``); the cached lists keep being served
+whatever the nodes do.
+
+Besides the user API, the client offers collaborators a small public surface: :meth:`~AsyncClient.call`
+(one raw request to a node), :meth:`~AsyncClient.spawn` and :meth:`~AsyncClient.touched` (the
+:class:`~discoverd.client.registration.RegistryLink` of its registrations), :meth:`~AsyncClient.track`,
+and the :class:`~discoverd.client.source.InstanceSource` of its callers (:meth:`~AsyncClient.instances`,
+:meth:`~AsyncClient.subscribe`, :meth:`~AsyncClient.zone_weights`).
 """
 
 from __future__ import annotations
@@ -20,17 +26,18 @@ import logging
 import os
 import random
 import socket
-from collections.abc import AsyncIterator, Coroutine, Sequence
+from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
 from typing import Any
 
 from discoverd.client.caller import AsyncCaller
 from discoverd.client.config import ClientConfig
+from discoverd.client.poller import Poller
 from discoverd.client.registration import Registration, RegState
 from discoverd.client.transport import Answer, Params, Transport
 from discoverd.core.backoff import Backoff
 from discoverd.core.nodes import NodeList
 from discoverd.core.watch import WatchState, decode_info
-from discoverd.errors import NOT_FOUND, NOT_MODIFIED, BadRequest, DiscoverdError, Unavailable, error_for_code
+from discoverd.errors import NOT_FOUND, BadRequest, DiscoverdError, Unavailable, error_for_code
 from discoverd.model import INFRA_APPID, UP, Instance
 
 log = logging.getLogger("discoverd.client")
@@ -42,8 +49,23 @@ def _env(name: str, default: str) -> str:
     return os.environ.get(name) or default
 
 
+def _seed_nodes(nodes: Sequence[str] | str | None) -> list[str]:
+    """The registry nodes to start from: a list, ``"h:p,h:p"``, or ``$DISCOVERY_NODES`` when ``None``."""
+    if nodes is None:
+        nodes = os.environ.get("DISCOVERY_NODES", "")
+    if isinstance(nodes, str):
+        nodes = [n.strip() for n in nodes.split(",") if n.strip()]
+    if not nodes:
+        raise DiscoverdError("no registry node given (nodes=[...] or DISCOVERY_NODES)")
+    return list(nodes)
+
+
 class AsyncClient:
-    """A discovery client bound to one ``env``/``zone``/``hostname`` identity. Task-safe in one loop."""
+    """A discovery client bound to one ``env``/``zone``/``hostname`` identity. Task-safe in one loop.
+
+    It implements :class:`~discoverd.client.source.InstanceSource` (for callers) and
+    :class:`~discoverd.client.registration.RegistryLink` (for its registrations).
+    """
 
     def __init__(
         self,
@@ -56,19 +78,14 @@ class AsyncClient:
         config: ClientConfig | None = None,
         rng: random.Random | None = None,
     ) -> None:
-        if nodes is None:
-            nodes = os.environ.get("DISCOVERY_NODES", "")
-        if isinstance(nodes, str):
-            nodes = [n.strip() for n in nodes.split(",") if n.strip()]
-        if not nodes:
-            raise DiscoverdError("no registry node given (nodes=[...] or DISCOVERY_NODES)")
+        seeds = _seed_nodes(nodes)
         self.env = env or _env("DEPLOY_ENV", "dev")
         self.zone = zone or _env("ZONE", "zone01")
         self.region = region or _env("REGION", "region01")
         self.hostname = hostname or _env("HOSTNAME", socket.gethostname())
         self.config = config or ClientConfig()
         self._rng = rng or random.Random()
-        self.nodes = NodeList(list(nodes), self.zone, self._rng)
+        self.nodes = NodeList(seeds, self.zone, self._rng)
         self._backoff_policy = Backoff(
             base=self.config.backoff_base, cap=self.config.backoff_cap, rng=self._rng.random
         )
@@ -81,14 +98,20 @@ class AsyncClient:
         self._callers: list[AsyncCaller] = []
         self._from_app = ""
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._poll_task: asyncio.Task[Any] | None = None
-        self._failures = 0
-        self.polls_sent = 0
-        """How many ``polls`` requests this client sent (observability, tests)."""
-        self._poll_node = ""
         self._started = False
         self._closed = False
-        self.connected = asyncio.Event()
+        self._poller = Poller(
+            env=self.env,
+            hostname=self.hostname,
+            nodes=self.nodes,
+            transport=self._transport,
+            state=self._state,
+            backoff=self._backoff_policy,
+            poll_hold=self.config.poll_hold,
+            spawn=self.spawn,
+            on_change=self._notify,
+        )
+        self.connected = self._poller.connected
         """Set while the last poll succeeded; cleared while every node fails."""
 
     def __repr__(self) -> str:
@@ -122,13 +145,23 @@ class AsyncClient:
         except BaseException:
             await self.aclose()
             raise
-        self._spawn(self._poll_loop())
+        self.spawn(self._poller.run())
+
+    @property
+    def polls_sent(self) -> int:
+        """How many ``polls`` requests this client sent (observability, tests)."""
+        return self._poller.polls_sent
+
+    @property
+    def started(self) -> bool:
+        """True once :meth:`start` was called (it stays True after :meth:`aclose`)."""
+        return self._started
 
     async def _bootstrap(self) -> None:
         attempt = 0
         while True:
             try:
-                answer = await self._call(
+                answer = await self.call(
                     "GET", "fetch", [("env", self.env), ("appid", INFRA_APPID), ("status", "1")]
                 )
                 if answer.code == 0:
@@ -147,7 +180,7 @@ class AsyncClient:
             except (Unavailable, BadRequest) as exc:
                 log.info("bootstrap: %s", exc)
                 self.nodes.switch()
-                await asyncio.sleep(self._backoff(attempt))
+                await asyncio.sleep(self._backoff_policy.delay(attempt))
                 attempt += 1
 
     async def aclose(self) -> None:
@@ -155,12 +188,11 @@ class AsyncClient:
         if self._closed:
             return
         self._closed = True
+        self._poller.stop()  # before any await: the loop must not spawn a poll into a closing client
         for reg in list(self._registrations.values()):
             await reg.close()
         for caller in self._callers:
             await caller.aclose()
-        if self._poll_task is not None:
-            self._poll_task.cancel()
         for event in self._signals.values():
             event.set()
         if self._tg is not None:
@@ -171,8 +203,12 @@ class AsyncClient:
                 await tg.__aexit__(None, None, None)
         await self._transport.aclose()
 
-    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-        """Run ``coro`` in the client's task group (it must not raise: a failure stops the client)."""
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Run ``coro`` in the client's task group; it is cancelled when the client closes.
+
+        ``coro`` must not raise (a failure stops the client). Raises :class:`DiscoverdError` (and
+        closes ``coro``) when the client is not running.
+        """
         if self._tg is None or self._closed:
             coro.close()
             raise DiscoverdError("client is not running")
@@ -181,11 +217,13 @@ class AsyncClient:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    def _backoff(self, attempt: int) -> float:
-        return self._backoff_policy.delay(attempt)
+    async def call(self, method: str, path: str, params: Params, *, timeout: float | None = None) -> Answer:
+        """``method`` ``/discovery/<path>`` on the current node, its envelope decoded.
 
-    async def _call(self, method: str, path: str, params: Params, *, timeout: float | None = None) -> Answer:
-        """One request to the current node; a transport failure switches node and re-raises."""
+        The answer's ``code`` is not checked. Raises :class:`Unavailable` when the node did not
+        answer (the client then switches to the next node); ``timeout`` defaults to
+        ``config.request_timeout``.
+        """
         node = self.nodes.current
         try:
             return await self._transport.call(node, method, path, params, timeout=timeout)
@@ -213,6 +251,8 @@ class AsyncClient:
         if self._closed or not self._started:
             raise DiscoverdError("client is not running")
         key = (appid, hostname or self.hostname)
+        # closed and orphaned registrations leave the table here (they cannot be reopened)
+        self._registrations = {k: r for k, r in self._registrations.items() if r.state is RegState.ACTIVE}
         if key in self._registrations:
             raise DiscoverdError(f"{appid}/{key[1]} is already registered by this client")
         ins = Instance(
@@ -226,14 +266,13 @@ class AsyncClient:
             metadata=dict(metadata) if metadata is not None else None,
             status=status,
         )
-        reg = Registration(self, ins)
-        await reg._send_register()
+        reg = Registration(self, ins, renew_interval=self.config.renew_interval)
+        await reg.open()
         self._from_app = self._from_app or appid
         self._registrations[key] = reg
-        reg._start()
         return reg
 
-    def _touched(self, appid: str) -> None:
+    def touched(self, appid: str) -> None:
         """Read-your-writes: after this client changed ``appid``, its next ``fetch`` asks a node
         instead of the cache (the long poll brings the change a moment later)."""
         view = self._state.apps.get(appid)
@@ -242,24 +281,27 @@ class AsyncClient:
 
     def caller(self, **kw: Any) -> AsyncCaller:
         """A load-balancing :class:`~discoverd.client.caller.AsyncCaller` over this client (closed
-        with the client); keyword arguments are the caller's."""
+        with the client); keyword arguments are the caller's. By default it sends the first
+        registered appid as ``X-From-App`` and this client's hostname as ``X-From-Node``, and
+        verifies HTTPS callees with ``config.tls_ca``."""
         kw.setdefault("from_app", self._from_app)
+        kw.setdefault("from_node", self.hostname)
+        kw.setdefault("tls_ca", self.config.tls_ca)
         caller = AsyncCaller(self, **kw)
         self._callers.append(caller)
         return caller
 
-    def _forget(self, reg: Registration) -> None:
-        self._registrations.pop((reg.instance.appid, reg.instance.hostname), None)
-
     @property
     def registrations(self) -> list[Registration]:
+        """The active registrations made through this client."""
         return [r for r in self._registrations.values() if r.state is RegState.ACTIVE]
 
     # -- discovery ------------------------------------------------------------------------------------
 
-    def _watch_app(self, appid: str) -> None:
-        if self._state.add(appid) and self._poll_task is not None:
-            self._poll_task.cancel()  # the next poll includes the new app at once
+    def track(self, appid: str) -> None:
+        """Add ``appid`` to the long poll's watch set now (``fetch``/``watch`` do it on first use)."""
+        if self._state.add(appid):
+            self._poller.poke()  # the next poll includes the new app at once
 
     async def fetch(self, appid: str, *, zone: str | None = None, status: int = UP) -> list[Instance]:
         """The instances of ``appid`` (UP by default), optionally of one zone.
@@ -273,7 +315,7 @@ class AsyncClient:
             if zone is None:
                 return list(view.instances)
             return [i for i in view.instances if i.zone == zone]
-        answer = await self._call(
+        answer = await self.call(
             "GET", "fetch", [("env", self.env), ("appid", appid), ("status", str(status))]
         )
         if answer.code == NOT_FOUND:
@@ -283,10 +325,25 @@ class AsyncClient:
         else:
             instances, _latest = decode_info(answer.data)
             if status == UP and self._started and not self._closed:
-                self._watch_app(appid)
+                self.track(appid)
                 if self._state.store(appid, instances, 0):
                     self._notify(appid)
         return instances if zone is None else [i for i in instances if i.zone == zone]
+
+    async def instances(self, appid: str) -> list[Instance]:
+        """:meth:`InstanceSource.instances <discoverd.client.source.InstanceSource.instances>`:
+        ``fetch(appid)`` (UP, every zone, from the watched cache)."""
+        return await self.fetch(appid)
+
+    def subscribe(self, appid: str) -> AsyncIterator[list[Instance]]:
+        """:meth:`InstanceSource.subscribe <discoverd.client.source.InstanceSource.subscribe>`:
+        ``watch(appid)``."""
+        return self.watch(appid)
+
+    def zone_weights(self, appid: str) -> Mapping[str, int] | None:
+        """:meth:`InstanceSource.zone_weights <discoverd.client.source.InstanceSource.zone_weights>`:
+        the server's scheduler for this client's zone (:meth:`scheduler`)."""
+        return self.scheduler(appid)
 
     def scheduler(self, appid: str) -> dict[str, int] | None:
         """The server's zone weights for this client's zone (provider zone → weight), if any (spec §7)."""
@@ -301,7 +358,7 @@ class AsyncClient:
         Changes are coalesced: a slow consumer gets the latest list, not every intermediate one.
         The iterator ends when the client closes.
         """
-        self._watch_app(appid)
+        self.track(appid)
         seen = 0
         while not self._closed:
             view = self._state.apps[appid]
@@ -316,58 +373,3 @@ class AsyncClient:
         event = self._signals.pop(appid, None)
         if event is not None:
             event.set()
-
-    async def _poll_loop(self) -> None:
-        while not self._closed:
-            node = self.nodes.current
-            if node != self._poll_node:
-                self._state.reset_latest()
-                self._poll_node = node
-            self._poll_task = self._spawn(self._poll_guarded(node))
-            await asyncio.wait({self._poll_task})
-            task, self._poll_task = self._poll_task, None
-            if task.cancelled():
-                continue  # a new app joined the watch set
-            exc = task.result()
-            if exc is None:
-                self._failures = 0
-                self.connected.set()
-                continue
-            self.connected.clear()
-            log.info("poll via %s failed: %s", node, exc)
-            if self.nodes.current == node:
-                self.nodes.switch()
-            await asyncio.sleep(self._backoff(self._failures))
-            self._failures += 1
-
-    async def _poll_guarded(self, node: str) -> DiscoverdError | None:
-        """One poll; returns its failure instead of raising (it runs in the task group)."""
-        try:
-            await self._poll_once(node)
-        except DiscoverdError as exc:
-            return exc
-        return None
-
-    async def _poll_once(self, node: str) -> None:
-        params: list[tuple[str, str]] = [("env", self.env), ("hostname", self.hostname)]
-        for appid, latest in self._state.query():
-            params += [("appid", appid), ("latest_timestamp", str(latest))]
-        hold = self.config.poll_hold
-        self.polls_sent += 1
-        answer = await self._transport.call(
-            node,
-            "GET",
-            "polls",
-            params,
-            timeout=hold + 10.0,
-            headers={"x1-bmspy-timeout": str(int((hold + 10.0) * 1000))},
-        )
-        if answer.code == NOT_MODIFIED:
-            return
-        if answer.code != 0:
-            raise error_for_code(answer.code, answer.message)
-        changed = self._state.apply(answer.data)
-        for appid in changed:
-            if appid == INFRA_APPID:
-                self.nodes.learn(self._state.apps[INFRA_APPID].instances)
-            self._notify(appid)

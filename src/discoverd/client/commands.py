@@ -9,13 +9,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 from typing import Any
 
-import orjson
-
+from discoverd import jsoncodec
 from discoverd.client.async_client import AsyncClient
+from discoverd.client.config import ClientConfig
 from discoverd.core import wire
 from discoverd.errors import DiscoverdError, error_for_code
 from discoverd.model import Instance
@@ -55,12 +56,8 @@ def add_client_commands(sub: Any) -> None:
 
 
 def _client(ns: argparse.Namespace) -> AsyncClient:
-    from discoverd.client.config import ClientConfig
-
     nodes = ns.nodes
     if nodes is None:
-        import os
-
         nodes = os.environ.get("DISCOVERY_NODES") or "127.0.0.1:7171"
     return AsyncClient(
         nodes,
@@ -73,7 +70,7 @@ def _client(ns: argparse.Namespace) -> AsyncClient:
 
 
 def _line(obj: Any) -> None:
-    sys.stdout.write(orjson.dumps(obj).decode() + "\n")
+    sys.stdout.write(jsoncodec.dumps(obj).decode() + "\n")
     sys.stdout.flush()
 
 
@@ -84,7 +81,7 @@ def _instances(items: list[Instance]) -> list[dict[str, Any]]:
 async def _register(ns: argparse.Namespace) -> int:
     metadata = None
     if ns.metadata:
-        metadata = orjson.loads(ns.metadata)
+        metadata = jsoncodec.loads(ns.metadata)
         if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
             print("discoverd: --metadata must be a JSON object of strings", file=sys.stderr)
             return 2
@@ -120,7 +117,7 @@ async def _watch(ns: argparse.Namespace) -> int:
 
 async def _nodes(ns: argparse.Namespace) -> int:
     async with _client(ns) as client:
-        answer = await client._call("GET", "nodes", [])
+        answer = await client.call("GET", "nodes", [])
         if answer.code != 0:
             raise error_for_code(answer.code, answer.message)
         for node in answer.data or []:
@@ -156,6 +153,6 @@ def run_client_command(ns: argparse.Namespace) -> int:
         return asyncio.run(COMMANDS[ns.command](ns))
     except KeyboardInterrupt:
         return 130
-    except (DiscoverdError, orjson.JSONDecodeError) as exc:
+    except (DiscoverdError, jsoncodec.DecodeError) as exc:
         print(f"discoverd: {exc}", file=sys.stderr)
         return 1

@@ -6,9 +6,9 @@ States (:class:`RegState`)::
        └────orphan()──▶ ORPHANED    (renewing stopped, no cancel: the lease expires on the server)
 
 A closed or orphaned registration cannot be reopened; ``close()`` and ``orphan()`` are idempotent.
-The renew loop runs in the owning client's task group: every ``renew_interval`` it renews; ``-404``
-(the server lost the instance: eviction, restart) re-registers at once; a failed node is switched
-by the client and the next tick retries.
+The renew loop runs in the owner's task group (:meth:`RegistryLink.spawn`): every
+``renew_interval`` it renews; ``-404`` (the server lost the instance: eviction, restart)
+re-registers at once; a failed node is switched by the owner and the next tick retries.
 """
 
 from __future__ import annotations
@@ -16,17 +16,31 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Coroutine
+from typing import Any, Protocol
 
-import orjson
-
+from discoverd import jsoncodec
+from discoverd.client.transport import Answer, Params
 from discoverd.errors import NOT_FOUND, DiscoverdError, ProtocolError, Unavailable, error_for_code
 from discoverd.model import Instance
 
-if TYPE_CHECKING:
-    from discoverd.client.async_client import AsyncClient
-
 log = logging.getLogger("discoverd.client")
+
+
+class RegistryLink(Protocol):
+    """What a :class:`Registration` needs from its owner (:class:`~.async_client.AsyncClient`)."""
+
+    async def call(self, method: str, path: str, params: Params, *, timeout: float | None = None) -> Answer:
+        """One request to a registry node; raises :class:`Unavailable` when none answered."""
+        ...
+
+    def touched(self, appid: str) -> None:
+        """Note that ``appid`` changed on the registry (the owner's next read of it asks a node)."""
+        ...
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Run ``coro`` until it ends or the owner closes; raises ``DiscoverdError`` once closed."""
+        ...
 
 
 class RegState(enum.Enum):
@@ -38,10 +52,16 @@ class RegState(enum.Enum):
 
 
 class Registration:
-    """One instance registered through an :class:`AsyncClient`. Created by ``client.register``."""
+    """One instance registered through an :class:`AsyncClient`. Created by ``client.register``.
 
-    def __init__(self, client: AsyncClient, instance: Instance) -> None:
-        self._client = client
+    ``link`` is the owner's connection to the registry and ``renew_interval`` the heartbeat period
+    (seconds). The owner calls :meth:`open` once; users call :meth:`set`, :meth:`close` or
+    :meth:`orphan`.
+    """
+
+    def __init__(self, link: RegistryLink, instance: Instance, *, renew_interval: float) -> None:
+        self._link = link
+        self._interval = renew_interval
         self.instance = instance
         self.state = RegState.ACTIVE
         self.renewals = 0
@@ -66,20 +86,20 @@ class Registration:
 
     def _register_params(self) -> list[tuple[str, str]]:
         i = self.instance
-        meta = "" if i.metadata is None else orjson.dumps(i.metadata).decode()
+        meta = "" if i.metadata is None else jsoncodec.dumps(i.metadata).decode()
         params = [*self._key(), ("status", str(i.status)), ("version", i.version), ("metadata", meta)]
         params += [("addrs", a) for a in i.addrs]
         return params
 
     async def _send_register(self) -> None:
-        answer = await self._client._call("POST", "register", self._register_params())
+        answer = await self._link.call("POST", "register", self._register_params())
         if answer.code != 0:
             raise error_for_code(answer.code, answer.message)
-        self._client._touched(self.instance.appid)
+        self._link.touched(self.instance.appid)
 
     async def _renew_once(self) -> None:
         try:
-            answer = await self._client._call("POST", "renew", self._key())
+            answer = await self._link.call("POST", "renew", self._key())
         except Unavailable as exc:
             log.warning("renew of %s/%s failed: %s", self.instance.appid, self.instance.hostname, exc)
             return
@@ -96,26 +116,32 @@ class Registration:
             self.renewals += 1
 
     async def _run(self) -> None:
-        interval = self._client.config.renew_interval
         while self.state is RegState.ACTIVE:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(self._interval)
             if self.state is RegState.ACTIVE:
                 try:
                     await self._renew_once()
                 except DiscoverdError as exc:  # never let one bad answer stop the heartbeat
                     log.warning("renew of %s failed: %s", self.instance.hostname, exc)
 
-    def _start(self) -> None:
-        self._task = self._client._spawn(self._run())
-
     # -- public -----------------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Register the instance, then renew it every ``renew_interval`` until closed or orphaned.
+
+        Called once, by the owner. Raises the registry's refusal
+        (:class:`~discoverd.errors.ProtocolError`) or :class:`Unavailable`; nothing is renewed then.
+        """
+        if self._task is not None:
+            raise DiscoverdError("a registration is opened once")
+        await self._send_register()
+        self._task = self._link.spawn(self._run())
 
     def orphan(self) -> None:
         """Stop renewing without cancelling: the server evicts the instance after its threshold."""
         if self.state is RegState.ACTIVE:
             self.state = RegState.ORPHANED
             self._stop_task()
-            self._client._forget(self)
 
     async def close(self) -> None:
         """Stop renewing and cancel the instance on the registry (errors are logged). Idempotent."""
@@ -123,10 +149,9 @@ class Registration:
             return
         self.state = RegState.CLOSED
         self._stop_task()
-        self._client._forget(self)
         try:
-            answer = await self._client._call("POST", "cancel", self._key())
-            self._client._touched(self.instance.appid)
+            answer = await self._link.call("POST", "cancel", self._key())
+            self._link.touched(self.instance.appid)
             if answer.code not in (0, NOT_FOUND):
                 log.warning("cancel of %s answered %s", self.instance.hostname, answer.code)
         except Unavailable as exc:
@@ -143,11 +168,11 @@ class Registration:
         if status is not None:
             params.append(("status", str(status)))
         if metadata is not None:
-            params.append(("metadata", orjson.dumps(metadata).decode()))
-        answer = await self._client._call("POST", "set", params)
+            params.append(("metadata", jsoncodec.dumps(metadata).decode()))
+        answer = await self._link.call("POST", "set", params)
         if answer.code != 0:
             raise error_for_code(answer.code, answer.message)
-        self._client._touched(self.instance.appid)
+        self._link.touched(self.instance.appid)
         if status is not None:
             self.instance.status = status
         if metadata is not None:

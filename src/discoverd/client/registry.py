@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -90,7 +90,7 @@ class DiscoverdRegistry(Registry):
         if self._closed:
             raise RegistryClosed("registry is closed")
         async with self._lock:
-            if not self.client._started:
+            if not self.client.started:
                 await self.client.start()
         return self.client
 
@@ -101,7 +101,6 @@ class DiscoverdRegistry(Registry):
         old = self._regs.pop(key, None)
         if old is not None:
             old.orphan()  # replaced below by a re-register with the new content
-            client._forget(old)
         reg = await client.register(
             instance.appid,
             instance.addrs,
@@ -122,7 +121,7 @@ class DiscoverdRegistry(Registry):
             self._echo(Event(Action.DELETE, reg.instance.copy()))
             return
         params = [("zone", client.zone), ("env", client.env), ("appid", instance.appid)]
-        answer = await client._call("POST", "cancel", [*params, ("hostname", instance.hostname)])
+        answer = await client.call("POST", "cancel", [*params, ("hostname", instance.hostname)])
         if answer.code == 0:
             gone = instance.copy()
             gone.zone, gone.env = client.zone, client.env
@@ -134,7 +133,7 @@ class DiscoverdRegistry(Registry):
 
     async def _all(self) -> dict[str, list[Instance]]:
         client = await self._ready()
-        answer = await client._call("GET", "fetch/all", [])
+        answer = await client.call("GET", "fetch/all", [])
         if answer.code != 0:
             raise error_for_code(answer.code, answer.message)
         data = answer.data if isinstance(answer.data, dict) else {}
@@ -154,7 +153,7 @@ class DiscoverdRegistry(Registry):
         """Changes of ``appid`` (or of every app) from now on; see :class:`_Watch`."""
         if self._closed:
             raise RegistryClosed("registry is closed")
-        w = _Watch(self, appid)
+        w = _Watch(appid, snapshot=self._snapshot, stream=self._stream, closed=self._watches.discard)
         self._watches.add(w)
         return w
 
@@ -172,7 +171,7 @@ class DiscoverdRegistry(Registry):
         client = await self._ready()
         if appid is None:
             return _keyed(i for items in (await self._all()).values() for i in items)
-        answer = await client._call("GET", "fetch", [("env", client.env), ("appid", appid), ("status", "1")])
+        answer = await client.call("GET", "fetch", [("env", client.env), ("appid", appid), ("status", "1")])
         if answer.code != 0:
             return {}
         instances, _ = decode_info(answer.data)
@@ -221,11 +220,23 @@ class _Watch:
     registry wait until the snapshots of the watches created before them are taken (so a change made
     after ``watch()`` returned is never folded into its snapshot), and are echoed at once (folded
     into the model, so the stream does not repeat them).
+
+    The registry passes its collaborators in: ``snapshot(appid)`` reads the first model,
+    ``stream(appid)`` yields the successive full views, ``closed(watch)`` is told when it closes.
     """
 
-    def __init__(self, registry: DiscoverdRegistry, appid: str | None) -> None:
-        self._registry = registry
+    def __init__(
+        self,
+        appid: str | None,
+        *,
+        snapshot: Callable[[str | None], Awaitable[dict[str, Instance]]],
+        stream: Callable[[str | None], AsyncIterator[dict[str, Instance]]],
+        closed: Callable[[_Watch], None],
+    ) -> None:
         self._appid = appid
+        self._snapshot = snapshot
+        self._stream = stream
+        self._closed_cb = closed
         self._queue: asyncio.Queue[Event | None] = asyncio.Queue()
         self._model: dict[str, Instance] | None = None
         self.ready = asyncio.Event()
@@ -269,10 +280,10 @@ class _Watch:
     async def _run(self) -> None:
         try:
             try:
-                self._model = await self._registry._snapshot(self._appid)
+                self._model = await self._snapshot(self._appid)
             finally:
                 self.ready.set()
-            async for view in self._registry._stream(self._appid):
+            async for view in self._stream(self._appid):
                 for change in diff_instances(self._model, view):
                     self._queue.put_nowait(change)
                 self._model = view
@@ -286,7 +297,7 @@ class _Watch:
         if self._closed:
             return
         self._closed = True
-        self._registry._watches.discard(self)
+        self._closed_cb(self)
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task

@@ -1,7 +1,7 @@
 """The synchronous client: the same API as :class:`AsyncClient`, for threads and WSGI apps.
 
 A facade, not a second implementation: one :class:`AsyncClient` runs on a private loop in a daemon
-thread (:class:`~discoverd.client._portal.Portal`), so heartbeats and watches keep running between
+thread (:class:`~discoverd.client.portal.Portal`), so heartbeats and watches keep running between
 calls. Thread-safe. Fork-safe: in a child process (gunicorn/uWSGI preforking) the first call finds
 the parent's loop thread missing, starts a fresh portal and client, re-watches the apps and
 re-registers the registrations that were active in the parent, so they stay alive even if the parent
@@ -13,68 +13,84 @@ from __future__ import annotations
 
 import os
 import threading
-import weakref
-from collections.abc import AsyncIterator, Generator, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
-from discoverd.client._portal import Portal
 from discoverd.client.async_client import AsyncClient
 from discoverd.client.caller import AsyncCaller, CallResult
 from discoverd.client.config import ClientConfig
+from discoverd.client.portal import Portal
 from discoverd.client.registration import Registration, RegState
 from discoverd.errors import DiscoverdError
 from discoverd.model import UP, Instance
 
-_clients: weakref.WeakSet[Client] = weakref.WeakSet()
+T = TypeVar("T")
+Work = Callable[[AsyncClient], Coroutine[Any, Any, T]]
+"""A coroutine function run on a :class:`Client`'s loop thread with its :class:`AsyncClient`."""
 
 
-def _after_fork_in_child() -> None:
-    for client in list(_clients):
-        client._forked = True
+class _Forks:
+    """How many times this process is a fork child of the process that imported this module."""
+
+    count = 0
+
+    @classmethod
+    def after_fork_in_child(cls) -> None:
+        cls.count += 1
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+    os.register_at_fork(after_in_child=_Forks.after_fork_in_child)
+
+
+@dataclass(slots=True)
+class _Lease:
+    """A registration made through a :class:`Client`: how to redo it in a fork child, and the current one."""
+
+    spec: dict[str, Any]
+    reg: Registration
+    inherited: bool = False
+
+
+async def _sync(fn: Callable[[], T]) -> T:
+    return fn()
 
 
 class SyncRegistration:
     """A :class:`Registration` driven from synchronous code."""
 
-    def __init__(self, client: Client, reg: Registration, spec: dict[str, Any]) -> None:
+    def __init__(self, client: Client, lease: _Lease) -> None:
         self._client = client
-        self._reg = reg
-        self._spec = spec
-        self.inherited = False
-        """True in a forked child for a registration made by the parent (see the module docstring)."""
+        self._lease = lease
 
     def __repr__(self) -> str:
-        return f"<Sync{self._reg!r}>"
+        return f"<Sync{self._lease.reg!r}>"
+
+    @property
+    def inherited(self) -> bool:
+        """True in a forked child for a registration made by the parent (see the module docstring)."""
+        return self._lease.inherited
 
     @property
     def instance(self) -> Instance:
-        return self._reg.instance
+        return self._lease.reg.instance
 
     @property
     def state(self) -> RegState:
-        return self._reg.state
+        return self._lease.reg.state
 
     def close(self) -> None:
         """Stop renewing and cancel on the registry. Idempotent."""
-        self._client._ensure()
-        self._client._portal.call(self._reg.close())
+        self._client.run(lambda _: self._lease.reg.close())
 
     def orphan(self) -> None:
         """Stop renewing without cancelling."""
-        self._client._ensure()
-        self._client._portal.call(_sync(self._reg.orphan))
+        self._client.run(lambda _: _sync(self._lease.reg.orphan))
 
     def set(self, *, status: int | None = None, metadata: dict[str, str] | None = None) -> None:
-        self._client._ensure()
-        self._client._portal.call(self._reg.set(status=status, metadata=metadata))
-
-
-async def _sync(fn: Any) -> Any:
-    return fn()
+        """See :meth:`Registration.set`."""
+        self._client.run(lambda _: self._lease.reg.set(status=status, metadata=metadata))
 
 
 class Client:
@@ -101,12 +117,11 @@ class Client:
             "config": config,
         }
         self._lock = threading.Lock()
-        self._forked = False
+        self._generation = _Forks.count
         self._closed = False
         self._watched: set[str] = set()
-        self._regs: list[SyncRegistration] = []
+        self._leases: list[_Lease] = []
         self._portal, self._async = self._boot()
-        _clients.add(self)
 
     def __repr__(self) -> str:
         return f"<Client {self._async!r}>"
@@ -125,6 +140,11 @@ class Client:
         await client.start()
         return client
 
+    @property
+    def _forked(self) -> bool:
+        """True in a fork child until the first call restarts the client there."""
+        return self._generation != _Forks.count
+
     def _ensure(self) -> None:
         """Restart on a fresh portal after a fork (see the module docstring)."""
         if self._closed:
@@ -134,14 +154,25 @@ class Client:
         with self._lock:
             if not self._forked:
                 return
-            self._forked = False
+            self._generation = _Forks.count
             self._portal, self._async = self._boot()
             for appid in self._watched:
-                self._async._watch_app(appid)
-            for sreg in self._regs:
-                if sreg._reg.state is RegState.ACTIVE:
-                    sreg._reg = self._portal.call(self._async.register(**sreg._spec))
-                    sreg.inherited = True
+                self._async.track(appid)
+            for lease in self._leases:
+                if lease.reg.state is RegState.ACTIVE:
+                    lease.reg = self._portal.call(self._async.register(**lease.spec))
+                    lease.inherited = True
+
+    def run(self, work: Work[T], timeout: float | None = None) -> T:
+        """Run ``work(async_client)`` on the client's loop thread and block for its result.
+
+        The building block of the synchronous wrappers: ``work`` receives the running
+        :class:`AsyncClient` (after a fork, the child's fresh one) and must not block the loop.
+        Raises what ``work`` raises, :class:`TimeoutError` after ``timeout`` seconds, and
+        :class:`DiscoverdError` once the client is closed.
+        """
+        self._ensure()
+        return self._portal.call(work(self._async), timeout)
 
     @property
     def env(self) -> str:
@@ -162,7 +193,6 @@ class Client:
         hostname: str | None = None,
     ) -> SyncRegistration:
         """See :meth:`AsyncClient.register`."""
-        self._ensure()
         spec: dict[str, Any] = {
             "appid": appid,
             "addrs": list(addrs),
@@ -171,10 +201,9 @@ class Client:
             "version": version,
             "hostname": hostname,
         }
-        reg = self._portal.call(self._async.register(**spec))
-        sreg = SyncRegistration(self, reg, spec)
-        self._regs.append(sreg)
-        return sreg
+        lease = _Lease(spec, self.run(lambda client: client.register(**spec)))
+        self._leases.append(lease)
+        return SyncRegistration(self, lease)
 
     def fetch(self, appid: str, *, zone: str | None = None, status: int = UP) -> list[Instance]:
         """See :meth:`AsyncClient.fetch`."""
@@ -204,21 +233,19 @@ class Client:
 
     def caller(self, **kw: Any) -> Caller:
         """The synchronous twin of :meth:`AsyncClient.caller` (same core, run on the portal)."""
-        self._ensure()
-        return Caller(self, self._portal.call(_sync(lambda: self._async.caller(**kw))))
+        return Caller(self, kw)
 
     def close(self) -> None:
         """Cancel active registrations, stop the client and its thread. Idempotent."""
         if self._closed:
             return
         self._closed = True
-        _clients.discard(self)
         if self._forked:
             return  # the parent's loop thread does not exist in this process
         try:
-            for sreg in self._regs:
-                if sreg.inherited:
-                    self._portal.call(_sync(sreg._reg.orphan))
+            for lease in self._leases:
+                if lease.inherited:
+                    self._portal.call(_sync(lease.reg.orphan))
             self._portal.call(self._async.aclose(), 30)
         finally:
             self._portal.stop()
@@ -231,17 +258,36 @@ class Client:
 
 
 class Caller:
-    """Synchronous :class:`~discoverd.client.caller.AsyncCaller`: the same calls, blocking."""
+    """Synchronous :class:`~discoverd.client.caller.AsyncCaller`: the same calls, blocking.
 
-    def __init__(self, client: Client, caller: AsyncCaller) -> None:
+    ``options`` are :meth:`AsyncClient.caller`'s; they are checked at once (``ConfigError``). In a
+    fork child the caller is made again over the child's client on first use.
+    """
+
+    def __init__(self, client: Client, options: dict[str, Any]) -> None:
         self._client = client
-        self._caller = caller
+        self._options = options
+        self._bound: tuple[AsyncClient, AsyncCaller] | None = None
+        client.run(self._caller)
 
     def __repr__(self) -> str:
-        return f"<Sync{self._caller!r}>"
+        inner = self._bound[1] if self._bound is not None else None
+        return f"<Sync{inner!r}>"
+
+    async def _caller(self, source: AsyncClient) -> AsyncCaller:
+        """The async caller over ``source`` (made again when ``source`` changed after a fork)."""
+        if self._bound is None or self._bound[0] is not source:
+            self._bound = (source, source.caller(**self._options))
+        return self._bound[1]
 
     def request(self, method: str, appid: str, path: str, **kw: Any) -> CallResult:
-        return self._client._portal.call(self._caller.request(method, appid, path, **kw))
+        """See :meth:`AsyncCaller.request`."""
+
+        async def call(source: AsyncClient) -> CallResult:
+            caller = await self._caller(source)
+            return await caller.request(method, appid, path, **kw)
+
+        return self._client.run(call)
 
     def get(self, appid: str, path: str, **kw: Any) -> CallResult:
         return self.request("GET", appid, path, **kw)
