@@ -30,6 +30,8 @@ import sys
 import tempfile
 import time
 
+import redis.asyncio as aioredis
+
 from discoverd.backends.redis import RedisConfig, RedisRegistry
 from discoverd.model import Action, Instance
 
@@ -134,12 +136,12 @@ async def propagation(url: str, changes: int, gap: float) -> dict[str, float]:
     }
 
 
-async def commands(raw: RedisRegistry) -> int:
-    stats = await raw._redis.info("commandstats")
+async def commands(raw: aioredis.Redis) -> int:
+    stats = await raw.info("commandstats")
     return sum(int(v["calls"]) for k, v in stats.items() if k != "cmdstat_info")
 
 
-async def measure(probe: RedisRegistry, window: float) -> float:
+async def measure(probe: aioredis.Redis, window: float) -> float:
     """Commands per second over ``window`` seconds (INFO calls excluded)."""
     before = await commands(probe)
     await asyncio.sleep(window)
@@ -147,7 +149,7 @@ async def measure(probe: RedisRegistry, window: float) -> float:
 
 
 async def cost(url: str, instances: int, window: float) -> dict[str, float]:
-    probe = RedisRegistry(url)  # only used for INFO
+    probe = aioredis.Redis.from_url(url)  # only used for INFO
     out: dict[str, float] = {"instances": instances, "window_s": window}
     for beat in (1.0, 5.0):
         reg = RedisRegistry(url, config=RedisConfig(heartbeat=beat))

@@ -74,6 +74,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--no-dashboard", dest="dashboard", action="store_false", default=None, help="do not serve /"
     )
+    serve.add_argument(
+        "--access-log", action="store_true", default=None, help="log one line per answered request"
+    )
     from discoverd.client.commands import add_client_commands
 
     add_client_commands(sub)

@@ -82,6 +82,8 @@ class ServerConfig:
     log_level: str = "info"
     log_format: str = "text"
     """``text`` (one line per event) or ``json`` (one JSON object per line)."""
+    access_log: bool = False
+    """Log one line per answered request on ``discoverd.access`` (method, path, status, ms, client)."""
     tokens: tuple[str, ...] = ()
     """Access tokens, each ``TOKEN[:ROLE[:APPID,APPID…]]`` with ROLE ``admin`` (default), ``write`` or
     ``read``; empty = no authentication. See ``server/auth.py``."""

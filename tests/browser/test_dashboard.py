@@ -13,7 +13,6 @@ from typing import Any
 import aiohttp
 from playwright.async_api import Locator, Page, expect
 
-from discoverd.server import dashboard
 from discoverd.server.runner import Node
 from discoverd.testing import fast_config, running_node
 from tests.browser.conftest import Session
@@ -93,8 +92,7 @@ async def test_guard_panel_shows_self_preservation(session: Session, node: Node,
     await wire.register("demo.svc", "h1")
     await page.goto(f"http://{node.address}/")
     await expect(page.locator("#conn")).to_have_attribute("data-state", "live", timeout=LIVE)
-    assert node.app is not None
-    node.app.evict()  # a window closes without renews: eviction is suspended
+    node.lifecycle.evict()  # a window closes without renews: eviction is suspended
     await expect(page.locator("#guard-status")).to_have_text("Eviction suspended", timeout=LIVE)
     reason = page.locator('#guard-reasons li[data-kind="self-preservation"]')
     await expect(reason).to_contain_text("0 renews in the last 60 s window")
@@ -228,8 +226,7 @@ async def test_registry_text_is_shown_as_text(session: Session, node: Node, wire
 async def test_leaving_the_page_forgets_its_held_poll(session: Session, node: Node) -> None:
     """Held state polls are forgotten when the browser leaves (the abort hook)."""
     page = session.page
-    assert node.app is not None
-    dash = dashboard.of(node.app)
+    dash = node.dashboard
     assert dash is not None
     await page.goto(f"http://{node.address}/")
     await eventually(lambda: len(dash.held) == 1, what="the page's poll to be held")

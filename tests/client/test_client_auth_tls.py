@@ -77,8 +77,7 @@ async def secured() -> AsyncIterator[Node]:
 
 
 async def test_sdk_sends_its_token_on_every_request(secured: Node) -> None:
-    app = secured.app
-    assert app is not None
+    app = secured
     async with client(secured, FAST.replace(token="svc-w", renew_interval=0.05)) as c:
         reg = await c.register("svc", ["http://10.0.0.1:80"])
         assert [i.hostname for i in await c.fetch("svc", status=3)] == ["me"]

@@ -7,6 +7,7 @@ problem found (a non-digit → syntax error, an overflow → range error) decide
 
 from __future__ import annotations
 
+import dataclasses
 from urllib.parse import urlencode
 
 import pytest
@@ -14,7 +15,9 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from discoverd.core import args as specs
+from discoverd.core.events import Source
 from discoverd.core.params import (
+    ArgSpec,
     BindError,
     Form,
     bind,
@@ -396,15 +399,35 @@ def test_bind_register_ok() -> None:
     a = bind(
         _form(*_REG, ("dirty_timestamp", "+12"), ("replication", "yes"), ("from_zone", "T")), specs.REGISTER
     )
-    assert a["zone"] == "sh001"
-    assert a["status"] == 1
-    assert a["addrs"] == ["http://10.0.0.1:8000"]
-    assert a["dirty_timestamp"] == 12
-    assert a["latest_timestamp"] == 0
-    assert a["replication"] is False
-    assert a["from_zone"] is True
-    assert a["region"] == ""
-    assert a["metadata"] == ""
+    assert a.zone == "sh001"
+    assert a.status == 1
+    assert a.addrs == ("http://10.0.0.1:8000",)
+    assert a.dirty_timestamp == 12
+    assert a.latest_timestamp == 0
+    assert a.replication is False
+    assert a.from_zone is True
+    assert a.region == ""
+    assert a.metadata == ""
+    assert isinstance(a, specs.RegisterArgs) and a.source is Source.ZONE
+
+
+@pytest.mark.parametrize("spec", specs.SPECS, ids=lambda s: s.name)
+def test_each_spec_lists_its_dataclass_fields_in_order(spec: ArgSpec[object]) -> None:
+    assert isinstance(spec.build, type) and dataclasses.is_dataclass(spec.build)
+    assert [f.key for f in spec.fields] == [f.name for f in dataclasses.fields(spec.build)]
+    args = spec.build(*(None for _ in spec.fields))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        args.zone = "changed"  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("replication", "from_zone", "source"),
+    [("false", "false", Source.CLIENT), ("false", "true", Source.ZONE), ("true", "false", Source.PEER),
+     ("true", "true", Source.PEER)],
+)  # fmt: skip
+def test_write_flags_become_the_source(replication: str, from_zone: str, source: Source) -> None:
+    a = bind(_form(*_REG, ("replication", replication), ("from_zone", from_zone)), specs.REGISTER)
+    assert a.source is source
 
 
 def test_bind_single_missing_field() -> None:
@@ -457,7 +480,7 @@ def test_bind_register_status_is_unsigned(status: str) -> None:
 
 def test_bind_first_value_wins_for_single_fields() -> None:
     a = bind(_form(("appid", "first"), *_REG, ("appid", "last")), specs.REGISTER)
-    assert a["appid"] == "first"
+    assert a.appid == "first"
     with pytest.raises(BindError) as ei:  # an empty first value is the value: required fails
         bind(_form(("zone", ""), *_REG), specs.REGISTER)
     assert ei.value.message == _msg("ArgRegister", "Zone")
@@ -468,7 +491,7 @@ def test_bind_addrs_repeated_and_comma_split() -> None:
         _form(*_REG, ("addrs", "grpc://1.2.3.4:9000,http://1.2.3.4:8000"), ("addrs", ""), ("addrs", "x")),
         specs.REGISTER,
     )
-    assert a["addrs"] == ["http://10.0.0.1:8000", "grpc://1.2.3.4:9000", "http://1.2.3.4:8000", "x"]
+    assert a.addrs == ("http://10.0.0.1:8000", "grpc://1.2.3.4:9000", "http://1.2.3.4:8000", "x")
     pairs = [p for p in _REG if p[0] != "addrs"]
     with pytest.raises(BindError) as ei:
         bind(_form(*pairs, ("addrs", ",,"), ("addrs", "")), specs.REGISTER)
@@ -477,7 +500,7 @@ def test_bind_addrs_repeated_and_comma_split() -> None:
 
 def test_bind_other_lists_are_not_comma_split() -> None:
     a = bind(_form(("env", "dev"), ("appid", "a,b"), ("status", "1")), specs.FETCHS)
-    assert a["appid"] == ["a,b"]
+    assert a.appid == ("a,b",)
 
 
 def test_bind_polls_lists() -> None:
@@ -494,9 +517,9 @@ def test_bind_polls_lists() -> None:
         ),
         specs.POLLS,
     )
-    assert a["appid"] == ["a", "b"]
-    assert a["latest_timestamp"] == [5, 0]
-    assert a["zone"] == ""
+    assert a.appid == ("a", "b")
+    assert a.latest_timestamp == (5, 0)
+    assert a.zone == ""
     with pytest.raises(BindError) as ei:
         bind(
             _form(("env", "dev"), ("hostname", "c"), ("appid", "a"), ("latest_timestamp", "0x1")), specs.POLLS
@@ -542,12 +565,12 @@ def test_bind_set_signed_statuses_and_optional_lists() -> None:
         ),
         specs.SET,
     )
-    assert a["hostname"] == ["h1", "h2"]
-    assert a["status"] == [1, 0]
-    assert a["metadata"] == []
-    assert a["set_timestamp"] == 12
+    assert a.hostname == ("h1", "h2")
+    assert a.status == (1, 0)
+    assert a.metadata == ()
+    assert a.set_timestamp == 12
     b = bind(_form(("zone", "z"), ("env", "e"), ("appid", "a")), specs.SET)
-    assert b["hostname"] == []  # no validation tag: the handler rejects it
+    assert b.hostname == ()  # no validation tag: the handler rejects it
 
 
 # -- metadata (§12.2) ----------------------------------------------------------------------------

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+
+from discoverd.core.events import Cancelled, InstancesSet, Registered, Renewed, SetChange, Source
 from discoverd.core.replication import (
     CANCEL,
     REGISTER,
@@ -9,7 +12,10 @@ from discoverd.core.replication import (
     SET,
     PeerOp,
     PeerQueue,
+    Replicable,
     cancel_op,
+    fan_out,
+    peer_op,
     register_op,
     renew_op,
     set_op,
@@ -105,16 +111,21 @@ def test_builders_send_what_the_go_peers_expect() -> None:
     assert dict_multi(cancel_op(ins, replication=True).params)["latest_timestamp"] == ["3"]
     s = dict_multi(
         set_op(
-            region="r",
-            zone="z",
-            env="dev",
-            appid="a",
-            changes=[("h1", 2, None), ("h2", 1, None)],
-            set_timestamp=9,
+            InstancesSet(
+                "a", "dev", "z", "r", (SetChange("h1", 2, None), SetChange("h2", 1, None)), 9, Source.CLIENT
+            ),
             replication=True,
         ).params
     )
     assert s["hostname"] == ["h1", "h2"] and s["status"] == ["2", "1"] and "metadata" not in s
+    assert (s["region"], s["set_timestamp"], s["replication"]) == (["r"], ["9"], ["true"])
+    meta = dict_multi(
+        set_op(
+            InstancesSet("a", "dev", "z", "", (SetChange("h1", None, {"w": "3"}),), 9, Source.CLIENT),
+            replication=False,
+        ).params
+    )
+    assert meta["metadata"] == ['{"w":"3"}'] and "status" not in meta
 
 
 def dict_multi(params: list[tuple[str, str]]) -> dict[str, list[str]]:
@@ -143,3 +154,40 @@ def test_pop_skips_lanes_in_flight_keeping_per_instance_order() -> None:
     assert third is not None and third.params[0][1] == "r2"  # not s2: the set lane is busy
     assert q.pop({*busy, lane(third)}) is None
     assert drain(q) == [(SET, "s2"), (CANCEL, "c1")]
+
+
+def _ins(zone: str = "z") -> Instance:
+    return Instance(zone=zone, env="dev", appid="a", hostname="h1", addrs=["http://10.0.0.1:80"])
+
+
+@pytest.mark.parametrize(
+    ("event", "expected"),
+    [
+        (Registered(_ins("other"), Source.CLIENT, True), (True, True)),
+        (Registered(_ins(), Source.ZONE, True), (True, False)),  # came from another zone: not sent back
+        (Registered(_ins(), Source.PEER, True), (False, False)),  # a peer's copy is not sent on
+        (Registered(_ins(), Source.NODE, True), (True, True)),
+        (Registered(_ins(), Source.REPAIR, False), (False, False)),
+        (Registered(_ins(), Source.SYNC, True), (False, False)),
+        (Renewed(_ins("z"), Source.CLIENT, 0), (True, True)),  # own zone's instance: every zone hears
+        (Renewed(_ins("other"), Source.ZONE, 0), (True, False)),
+        (Renewed(_ins(), Source.PEER, -409), (False, False)),
+        (Cancelled(_ins("other"), Source.CLIENT), (True, False)),
+        (Cancelled(_ins("z"), Source.NODE), (True, True)),
+        (InstancesSet("a", "dev", "z", "", (), 1, Source.CLIENT, "set: hostname x not found"), (True, True)),
+        (InstancesSet("a", "dev", "z", "", (), 1, Source.ZONE), (True, False)),
+    ],
+)
+def test_fan_out_follows_the_go_rules(event: Replicable, expected: tuple[bool, bool]) -> None:
+    assert fan_out(event, "z") == expected
+
+
+def test_peer_op_reads_the_event() -> None:
+    ins = _ins()
+    ins.dirty_timestamp, ins.latest_timestamp = 7, 8
+    assert peer_op(Registered(ins, Source.CLIENT, True), replication=True).action == REGISTER
+    renew = peer_op(Renewed(ins, Source.CLIENT, 0), replication=False)
+    assert (renew.action, renew.key, dict(renew.params)["dirty_timestamp"]) == (RENEW, ins.key, "7")
+    cancel = peer_op(Cancelled(ins, Source.CLIENT), replication=True)
+    assert (cancel.action, dict(cancel.params)["latest_timestamp"]) == (CANCEL, "8")
+    assert peer_op(InstancesSet("a", "dev", "z", "", (), 1, Source.CLIENT), replication=True).action == SET

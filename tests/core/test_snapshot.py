@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from discoverd.core.events import Source
 from discoverd.core.registry import Registry
 from discoverd.core.snapshot import (
     FORMAT,
@@ -139,7 +140,7 @@ def test_encoding_does_not_change_the_registry_and_is_deterministic() -> None:
 def test_empty_registry_round_trips() -> None:
     snap = decode_snapshot(encode_snapshot(Registry(), taken_at=T0))
     assert snap == Snapshot(taken_at=T0, apps=[])
-    assert restore(Registry(), snap, T0) == 0
+    assert restore(Registry(), snap, T0).count == 0
 
 
 def test_snapshot_format_is_json_lines_with_header_and_checksummed_trailer() -> None:
@@ -162,11 +163,11 @@ def test_snapshot_format_is_json_lines_with_header_and_checksummed_trailer() -> 
 def test_restore_returns_count_copies_instances_and_can_run_twice() -> None:
     snap = decode_snapshot(encode_snapshot(sample_registry(), taken_at=T0))
     r1, r2 = Registry(), Registry()
-    assert restore(r1, snap, T0) == 4
+    assert restore(r1, snap, T0).count == 4
     stored = r1.get("a", "dev", "z1", "h1")
     assert stored is not None
     stored.addrs.append("mutated")
-    assert restore(r2, snap, T0) == 4
+    assert restore(r2, snap, T0).count == 4
     assert state(r2) == state(sample_registry())
     assert r2.guard.expected == 8  # restored instances count toward self-preservation
 
@@ -174,8 +175,10 @@ def test_restore_returns_count_copies_instances_and_can_run_twice() -> None:
 def test_restore_into_existing_app_never_lowers_its_version() -> None:
     snap = decode_snapshot(encode_snapshot(sample_registry(), taken_at=T0))
     r = Registry()
-    live = r.register(inst("h9", appid="b", env="prod"), T0 + 100 * S)
-    restore(r, snap, T0 + 100 * S)
+    r.register(inst("h9", appid="b", env="prod"), T0 + 100 * S)
+    live = r.apps[("b", "prod")]
+    loaded = restore(r, snap, T0 + 100 * S)
+    assert ("b", "prod") in loaded.apps and loaded.source is Source.SNAPSHOT
     assert live.latest > T0 + 100 * S  # bumped by the load, above the stored T0
     r2 = Registry()
     r2.register(inst("h9"), T0)

@@ -75,8 +75,7 @@ async def locked() -> AsyncIterator[tuple[Node, Client]]:
 
 
 def size(node: Node) -> int:
-    assert node.app is not None
-    return node.app.registry.size
+    return node.registry.size
 
 
 # -- specs -----------------------------------------------------------------------------------------
@@ -131,7 +130,7 @@ async def test_bad_spec_fails_the_start_before_binding() -> None:
     node = Node(fast_config(tokens=("tok:owner",)))
     with pytest.raises(ConfigError, match="unknown role"):
         await node.run()
-    assert node.http is None
+    assert getattr(node, "http", None) is None  # nothing was built or bound
 
 
 # -- writes ------------------------------------------------------------------------------------------
@@ -162,7 +161,7 @@ async def test_roles_and_appid_scopes(secured: tuple[Node, Client]) -> None:
     assert (await c.post("set", {**KEY, "appid": "svc", "status": "2"}, "w-tok"))[0] == 0
     assert (await c.post("cancel", {**KEY, "appid": "evil"}, "w-tok"))[0] == -403
     assert (await c.post("cancel", {**KEY, "appid": "svc"}, "w-tok"))[0] == 0
-    assert node.app is not None and node.app.registry.get("evil", "dev", "sh001", "h1") is not None
+    assert node.registry.get("evil", "dev", "sh001", "h1") is not None
 
 
 async def test_token_parameter_in_body_or_query_is_ignored_by_the_binder(
@@ -172,8 +171,7 @@ async def test_token_parameter_in_body_or_query_is_ignored_by_the_binder(
     assert (await c.post("register", reg(token="w-tok")))[0] == 0
     assert (await c.post("register", reg(hostname="h2"), query="?token=w-tok"))[0] == 0
     assert (await c.post("register", reg(hostname="h3", token="r-tok")))[0] == -403
-    assert node.app is not None
-    stored = node.app.registry.get("svc", "dev", "sh001", "h1")
+    stored = node.registry.get("svc", "dev", "sh001", "h1")
     assert stored is not None and stored.metadata in (None, {})
     async with c.session.post(
         f"{c.base}/register", data=reg(hostname="h4"), headers={"authorization": "bearer w-tok"}
@@ -298,10 +296,10 @@ async def test_gate_cost_stays_small() -> None:
 async def test_install_logs_and_warns(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="discoverd.auth")
     async with running_node(fast_config(protect_reads=True)) as node:
-        assert node.app is not None and node.app.authorize is None
+        assert node.gate is None
     assert "protect_reads has no effect without tokens" in caplog.text
     caplog.clear()
     async with running_node(fast_config(tokens=TOKENS)) as node:
-        assert isinstance(node.app and node.app.authorize, Gate)
+        assert isinstance(node.gate, Gate)
     assert "authentication on: 4 token(s)" in caplog.text and "adm-tok" not in caplog.text
     assert auth.UNAUTHORIZED == -401 and auth.FORBIDDEN == -403

@@ -12,10 +12,10 @@ import pytest
 
 from discoverd.core.params import Form
 from discoverd.model import INFRA_APPID, Instance
-from discoverd.server import dashboard
-from discoverd.server.app import ProtocolApp, json_answer
+from discoverd.server import dashboard, pipeline
+from discoverd.server.answers import json_answer
 from discoverd.server.dashboard import Dashboard
-from discoverd.server.http import HttpRequest
+from discoverd.server.http import HttpConnection, HttpRequest
 from discoverd.server.replication import NODE_LOST, NODE_UP
 from discoverd.server.runner import Node
 from discoverd.testing import fast_config, running_node
@@ -24,11 +24,10 @@ from tests.helpers import Wire, eventually
 STATE = "/dashboard/api/state"
 
 
-def parts(node: Node) -> tuple[ProtocolApp, Dashboard]:
-    assert node.app is not None
-    dash = dashboard.of(node.app)
+def parts(node: Node) -> tuple[Node, Dashboard]:
+    dash = node.dashboard
     assert dash is not None
-    return node.app, dash
+    return node, dash
 
 
 @pytest.fixture
@@ -49,7 +48,7 @@ async def get_state(
 async def settled_version(http: aiohttp.ClientSession, node: Node) -> int:
     """The version once no change is pending (the debounce has run)."""
     _, dash = parts(node)
-    await eventually(lambda: dash._debounce is None, what="the debounce to run")
+    await eventually(lambda: dash.settled, what="the debounce to run")
     doc = await get_state(http, node)
     return int(doc["data"]["version"])
 
@@ -161,7 +160,8 @@ async def test_burst_of_changes_makes_one_version(node: Node, http: aiohttp.Clie
     poll = asyncio.ensure_future(get_state(http, node, since=str(v)))
     await eventually(lambda: len(dash.held) == 1, what="the poll to be held")
     for i in range(1000):
-        app.apply_register(Instance(zone="sh001", env="dev", appid="burst", hostname=f"h{i}"))
+        ins = Instance(zone="sh001", env="dev", appid="burst", hostname=f"h{i}")
+        app.events.publish(app.registry.register(ins, app.clock()))
     data = (await asyncio.wait_for(poll, 2.0))["data"]
     assert data["version"] == v + 1
     assert {a["appid"]: a["instances"] for a in data["apps"]}["burst"] == 1000
@@ -227,7 +227,7 @@ async def test_guard_change_bumps_the_version_on_the_tick(
     v = await settled_version(http, node)
     poll = asyncio.ensure_future(get_state(http, node, since=str(v)))
     await eventually(lambda: len(dash.held) == 1, what="the poll to be held")
-    app.evict()  # closes the guard window with no renews: self-preservation starts
+    app.lifecycle.evict()  # closes the guard window with no renews: self-preservation starts
     data = (await asyncio.wait_for(poll, 2.5))["data"]
     g = data["guard"]
     assert data["version"] == v + 1
@@ -243,8 +243,8 @@ async def test_restore_grace_and_startup_protect_are_reported(
     v = await settled_version(http, node)
     poll = asyncio.ensure_future(get_state(http, node, since=str(v)))
     await eventually(lambda: len(dash.held) == 1, what="the poll to be held")
-    app.no_evict_until = app.clock() + 30 * 10**9
-    app.protected = True
+    app.lifecycle.no_evict_until = app.clock() + 30 * 10**9
+    app.lifecycle.protected = True
     g = (await asyncio.wait_for(poll, 2.5))["data"]["guard"]
     assert g["eviction_suspended"] and [r["kind"] for r in g["reasons"]] == ["restore-grace"]
     assert 25 < g["restore_grace"] <= 30 and g["startup_protect"] is True
@@ -326,17 +326,22 @@ async def test_peer_status_change_bumps_the_version(http: aiohttp.ClientSession)
 # -- auth ----------------------------------------------------------------------------------------
 
 
-async def test_authorize_is_asked_for_the_state_path(node: Node, http: aiohttp.ClientSession) -> None:
-    app, _ = parts(node)
+async def test_the_auth_stage_asks_the_gate_for_the_state_path(node: Node) -> None:
     seen: list[tuple[str, str]] = []
 
     def gate(req: HttpRequest, form: Form, path: str) -> bytes | None:
         seen.append((path, form.first("who")))
         return None if form.first("who") == "ok" else json_answer(-401, b'{"code":-401,"message":"no"}')
 
-    app.authorize = gate
-    refused = await get_state(http, node, who="x")
-    allowed = await get_state(http, node, who="ok")
+    handler = pipeline.build(node.routes, lifecycle=node.lifecycle, gate=gate, observe=None, access_log=False)
+    conn = HttpConnection(node.http)
+
+    def get(query: bytes) -> Any:
+        answer = handler(HttpRequest(conn, "GET", STATE, query, {}, b"", True))
+        assert answer is not None
+        return orjson.loads(answer.split(b"\r\n\r\n", 1)[1])
+
+    refused, allowed = get(b"who=x"), get(b"who=ok")
     assert refused == {"code": -401, "message": "no"} and allowed["code"] == 0
     assert seen == [(STATE, "x"), (STATE, "ok")]
 
@@ -402,6 +407,6 @@ def test_load_static_lists_only_plain_known_files() -> None:
 
 async def test_dashboard_off_serves_nothing(http: aiohttp.ClientSession) -> None:
     async with running_node(fast_config(dashboard=False)) as node:
-        assert node.app is not None and dashboard.of(node.app) is None
+        assert node.dashboard is None
         async with http.get(f"http://{node.address}/") as r:
             assert r.status == 404

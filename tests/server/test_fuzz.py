@@ -398,8 +398,7 @@ def check_answer(req: Req, ans: Answer) -> None:
 
 def check_registry(node: Node) -> None:
     """Structural invariants of the registry (spec §2.1)."""
-    assert node.app is not None
-    reg = node.app.registry
+    reg = node.registry
     stored = 0
     for key, app in reg.apps.items():
         assert key == (app.appid, app.env), key
@@ -500,7 +499,7 @@ class Harness:
 
     async def guarded_view(self) -> tuple[Any, ...]:
         """The guarded apps as the wire shows them, and as the registry stores them."""
-        assert self.node is not None and self.node.app is not None
+        assert self.node is not None
         fetched = [
             await self.get_json("fetch", f"env={GUARDED_ENV}&appid={a}&status=3")
             for a in ("guard.a", "guard.b", "fz.a")
@@ -513,7 +512,7 @@ class Harness:
             appid: [i for i in all_doc["data"].get(appid, []) if i["env"] == GUARDED_ENV]
             for appid in ("guard.a", "guard.b", "fz.a")
         }
-        reg = self.node.app.registry
+        reg = self.node.registry
         stored = {
             key: (
                 app.latest,

@@ -13,8 +13,7 @@ from tests.helpers import Wire, eventually
 
 
 def hosts(node: Node, appid: str) -> set[str]:
-    assert node.app is not None
-    app = node.app.registry.app(appid, "dev")
+    app = node.registry.app(appid, "dev")
     return set() if app is None else {i.hostname for i in app.instances()}
 
 
@@ -49,11 +48,10 @@ async def test_silent_instance_is_evicted_and_pollers_woken(http: aiohttp.Client
 async def test_guard_suspends_eviction_until_the_ceiling(http: aiohttp.ClientSession) -> None:
     cfg = fast_config(evict_interval=0.1, evict_after=0.2, evict_ceiling=1.0, self_renew_interval=5.0)
     async with running_node(cfg) as node:
-        assert node.app is not None
         wire = Wire(http, node.address)
         for i in range(5):
             await wire.register("a", f"h{i}")
-        await eventually(lambda: node.app is not None and node.app.registry.guard.protecting, what="protect")
+        await eventually(lambda: node.registry.guard.protecting, what="protect")
         registered = time.monotonic()
         assert len(hosts(node, "a")) == 5  # silent past evict_after, but protected
         await eventually(lambda: not hosts(node, "a"), within=10, what="ceiling eviction")
@@ -63,16 +61,14 @@ async def test_guard_suspends_eviction_until_the_ceiling(http: aiohttp.ClientSes
 async def test_eviction_is_capped_per_pass(http: aiohttp.ClientSession) -> None:
     cfg = fast_config(evict_interval=0.3, evict_after=0.05, protect_threshold=0.5, self_renew_interval=5.0)
     async with running_node(cfg) as node:
-        assert node.app is not None
         wire = Wire(http, node.address)
         for i in range(9):
             await wire.register("a", f"h{i}")
-        node.app.registry.guard.recount(0)  # no expected renews: never protected
+        node.registry.guard.recount(0)  # no expected renews: never protected
         sizes: list[int] = []
 
         def shrunk() -> bool:
-            assert node.app is not None
-            sizes.append(node.app.registry.size)
+            sizes.append(node.registry.size)
             return sizes[-1] <= 5
 
         await eventually(shrunk, within=10)

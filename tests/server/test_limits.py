@@ -88,8 +88,6 @@ async def test_the_http_clients_of_a_capped_host_see_closed_connections() -> Non
 
 async def test_held_polls_are_capped_with_503() -> None:
     async with running_node(fast_config(max_polls=2, poll_hold=30.0)) as node, aiohttp.ClientSession() as s:
-        assert node.app is not None
-        app = node.app
         url = f"http://{node.address}/discovery/polls"
         q = {"env": "dev", "hostname": "c", "appid": "svc", "latest_timestamp": "0"}
 
@@ -98,9 +96,9 @@ async def test_held_polls_are_capped_with_503() -> None:
                 return orjson.loads(await r.read())["code"], r.headers["Kratos-Status-Code"]
 
         held = [asyncio.create_task(poll()) for _ in range(2)]
-        await eventually(lambda: app.waiters.count == 2, what="two polls held")
+        await eventually(lambda: node.polls.waiters.count == 2, what="two polls held")
         assert await asyncio.wait_for(poll(), 5.0) == (-503, "-503")
-        assert app.counters.poll_refused == 1 and app.waiters.count == 2
+        assert node.counters.poll_refused == 1 and node.polls.waiters.count == 2
         node.stop()  # held polls are answered -304 on the way out
         assert [await t for t in held] == [(-304, "-304"), (-304, "-304")]
 

@@ -32,10 +32,9 @@ async def latest_of(wire: Wire, appid: str) -> int:
 
 async def wait_held(node: Node, n: int, within: float = 5.0) -> None:
     """Wait until the node holds ``n`` polls (polling with a deadline, no blind sleep)."""
-    assert node.app is not None
     deadline = time.monotonic() + within
-    while node.app.waiters.count != n:
-        assert time.monotonic() < deadline, f"held {node.app.waiters.count}, expected {n}"
+    while node.polls.waiters.count != n:
+        assert time.monotonic() < deadline, f"held {node.polls.waiters.count}, expected {n}"
         await asyncio.sleep(0.005)
 
 
@@ -93,7 +92,7 @@ async def test_hold_then_304(wire: Wire, node: Node) -> None:
     assert body == {"code": -304, "message": "-304", "ttl": 1}
     assert resp.headers["kratos-status-code"] == "-304"
     assert held >= node.config.poll_hold - 0.05
-    assert node.app is not None and node.app.waiters.count == 0
+    assert node.polls.waiters.count == 0
 
 
 async def test_bmspy_timeout_header_shortens_the_hold(wire: Wire, node: Node) -> None:
@@ -122,7 +121,7 @@ async def test_register_wakes_held_poll_within_100ms_with_only_that_app(wire: Wi
     assert body["error"] == {"-404": None}
     assert sorted(i["hostname"] for i in body["data"]["b"]["instances"]["sh001"]) == ["h1", "h2"]
     assert body["data"]["b"]["latest_timestamp"] == await latest_of(wire, "b") > lb
-    assert node.app is not None and node.app.waiters.count == 0
+    assert node.polls.waiters.count == 0
 
 
 async def test_renew_does_not_wake(wire: Wire, node: Node) -> None:
@@ -217,7 +216,6 @@ async def test_many_waiters_get_identical_bytes(wire: Wire, node: Node, http: ai
 
 
 async def test_client_disconnect_forgets_the_waiter(node: Node) -> None:
-    assert node.app is not None
     _, writer = await asyncio.open_connection(*node.address.split(":"))
     writer.write(
         b"GET /discovery/polls?env=dev&hostname=c&appid=x&latest_timestamp=0 HTTP/1.1\r\nHost: x\r\n\r\n"

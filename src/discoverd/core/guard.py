@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from discoverd.core.events import GuardChanged
+
 RENEWS_PER_INSTANCE = 2
 
 
@@ -51,3 +53,10 @@ class Guard:
         self.last_window, self.this_window = self.this_window, 0
         self.protecting = self.last_window < self.needed
         return self.protecting
+
+    def end_window(self) -> GuardChanged | None:
+        """:meth:`close_window`, and the event when self-preservation switched on or off."""
+        before = self.protecting
+        if self.close_window() == before:
+            return None
+        return GuardChanged(self.protecting, self.last_window, self.needed, self.expected)

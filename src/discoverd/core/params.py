@@ -4,8 +4,9 @@
   ``url.ParseQuery``: ``+`` is a space, every ``%`` must start a valid escape, a ``;`` in a key is an error.
 * :class:`Form` merges the body and the query string, body values first; single-valued fields take the
   first value, repeated fields take every non-empty value.
-* :func:`bind` reads a declared argument struct (``ArgRegister``...) with Go ``strconv`` integer parsing,
-  ``ParseBool`` booleans (anything unparsable is silently false) and the validator's messages.
+* :func:`bind` reads a declared argument struct (``ArgRegister``...) into its frozen dataclass
+  (:mod:`discoverd.core.args`) with Go ``strconv`` integer parsing, ``ParseBool`` booleans (anything
+  unparsable is silently false) and the validator's messages.
 
 Every failure raises :class:`~discoverd.errors.BadRequest` with a message a user can act on.
 """
@@ -13,8 +14,9 @@ Every failure raises :class:`~discoverd.errors.BadRequest` with a message a user
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Any, Final, Generic, Literal, TypeVar
 
 from discoverd.errors import BadRequest
 
@@ -187,12 +189,17 @@ class Field:
     split_commas: bool = False
 
 
+T = TypeVar("T")
+
+
 @dataclass(frozen=True, slots=True)
-class ArgSpec:
-    """A Go argument struct (``ArgRegister``...): its name and its fields in declaration order."""
+class ArgSpec(Generic[T]):
+    """A Go argument struct (``ArgRegister``...): its name, its fields in declaration order, and the
+    frozen dataclass built from the parsed values (positionally, in field order)."""
 
     name: str
     fields: tuple[Field, ...]
+    build: Callable[..., T]
 
 
 def _convert(form: Form, f: Field) -> Any:
@@ -206,10 +213,10 @@ def _convert(form: Form, f: Field) -> Any:
         return parse_go_int(form.first(f.key), unsigned=True, bits=32)
     values = form.many(f.key)
     if f.kind == "ints":
-        return [parse_go_int(v) for v in values]
+        return tuple(parse_go_int(v) for v in values)
     if f.split_commas:
-        return [part for v in values for part in v.split(",") if part]
-    return values
+        return tuple(part for v in values for part in v.split(",") if part)
+    return tuple(values)
 
 
 class BindError(BadRequest):
@@ -217,27 +224,25 @@ class BindError(BadRequest):
     ``kratos-status-code`` header)."""
 
 
-def bind(form: Form, spec: ArgSpec) -> dict[str, Any]:
-    """Read ``spec`` from ``form``: a dict of form key → parsed value.
+def bind(form: Form, spec: ArgSpec[T]) -> T:
+    """Read ``spec`` from ``form`` into its dataclass (repeated fields become tuples).
 
-    Raises :class:`BadRequest` with the ``strconv`` text for the first unparsable field, else with the
+    Raises :class:`BindError` with the ``strconv`` text for the first unparsable field, else with the
     validator's text for every failed rule (one line each, in field order), as the Go server does.
     """
-    out: dict[str, Any] = {}
     try:
-        for f in spec.fields:
-            out[f.key] = _convert(form, f)
+        values = [_convert(form, f) for f in spec.fields]
     except BadRequest as exc:
         raise BindError(exc.message) from None
     failures = [
         f"Key: '{spec.name}.{f.go_name}' Error:Field validation for '{f.go_name}' "
         f"failed on the '{f.rule}' tag"
-        for f in spec.fields
-        if f.rule and not out[f.key]
+        for f, value in zip(spec.fields, values, strict=True)
+        if f.rule and not value
     ]
     if failures:
         raise BindError("\n".join(failures))
-    return out
+    return spec.build(*values)
 
 
 _SURROGATE: Final = re.compile("[\ud800-\udfff]")

@@ -1,7 +1,9 @@
 """The registry state machine (spec §2, §3, §5): apps, instances, versions and eviction.
 
-Synchronous and I/O-free: every mutating method takes ``now`` (int nanoseconds) and returns what
-changed, so that the caller can wake pollers and replicate. Not thread-safe: one event loop owns it.
+Synchronous and I/O-free: every mutating method takes ``now`` (int nanoseconds) and returns the
+typed event of what changed (:mod:`discoverd.core.events`), or ``None`` when nothing did; the server
+publishes it to the long polls, replication, snapshots and the rest. Not thread-safe: one event loop
+owns it.
 
 Keys: ``(appid, env)`` → zone → hostname → :class:`~discoverd.model.Instance`. Each ``(appid, env)`` has
 one strictly increasing ``latest`` version (``max(ts, previous + 1)`` on every change).
@@ -10,15 +12,24 @@ one strictly increasing ``latest`` version (``max(ts, previous + 1)`` on every c
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
+from discoverd.core.events import (
+    AppKey,
+    Cancelled,
+    Evicted,
+    InstancesSet,
+    Loaded,
+    Registered,
+    Renewed,
+    SetChange,
+    Source,
+)
 from discoverd.core.guard import Guard
-from discoverd.errors import BadRequest
 from discoverd.model import UP, Instance
 
-AppKey = tuple[str, str]
-"""``(appid, env)``."""
+__all__ = ["App", "AppKey", "Registry"]
 
 
 @dataclass(slots=True, eq=False)
@@ -57,19 +68,6 @@ class App:
         return f"App({self.appid!r}, {self.env!r}, zones={list(self.zones)}, latest={self.latest})"
 
 
-@dataclass(slots=True)
-class RenewResult:
-    """Outcome of :meth:`Registry.renew`: the wire code and the stored instance, if any.
-
-    ``instance`` is the registry's own object: encode or copy it at once, never keep or mutate it.
-
-    ``code`` is 0, -404 (unknown, or the caller's copy is newer) or -409 (the stored copy is newer).
-    """
-
-    code: int
-    instance: Instance | None
-
-
 class Registry:
     """All registered instances of one node, with the renew guard (spec §5.2)."""
 
@@ -106,13 +104,16 @@ class Registry:
     def _intern(self, s: str) -> str:
         return self._interned.setdefault(s, s)
 
-    def register(self, ins: Instance, now: int, *, keep_timestamps: bool = False) -> App:
-        """Register ``ins`` (which the registry takes ownership of) and return its app, bumped.
+    def register(
+        self, ins: Instance, now: int, *, keep_timestamps: bool = False, source: Source = Source.CLIENT
+    ) -> Registered:
+        """Register ``ins`` (which the registry takes ownership of); its app's version moves.
 
         Normal registers stamp ``reg/up/renew/latest = now`` and ``dirty = ins.dirty_timestamp or now``.
         ``keep_timestamps`` stores the instance exactly as given (start-up sync, snapshot restore).
         An existing hostname is replaced iff the incoming dirty timestamp is ≥ the stored one, keeping
-        the stored ``up_timestamp``; the app version is bumped either way (spec §2.4).
+        the stored ``up_timestamp``; the app version is bumped either way (spec §2.4). The event holds
+        the instance stored afterwards.
         """
         if not keep_timestamps:
             ins.reg_timestamp = ins.up_timestamp = ins.renew_timestamp = now
@@ -127,6 +128,7 @@ class Registry:
             app = self.apps[key] = App(ins.appid, ins.env)
         hosts = app.zones.setdefault(ins.zone, {})
         old = hosts.get(ins.hostname)
+        stored = ins
         if old is None:
             hosts[ins.hostname] = ins
             self.size += 1
@@ -135,8 +137,10 @@ class Registry:
             if not keep_timestamps:
                 ins.up_timestamp = old.up_timestamp
             hosts[ins.hostname] = ins
+        else:
+            stored = old
         app.bump(ins.latest_timestamp if keep_timestamps else now)
-        return app
+        return Registered(stored, source, old is None)
 
     def renew(
         self,
@@ -147,15 +151,17 @@ class Registry:
         now: int,
         *,
         peer_dirty: int | None = None,
-    ) -> RenewResult:
+        source: Source = Source.CLIENT,
+    ) -> Renewed | None:
         """Heartbeat: set ``renew_timestamp = now`` and count it for the guard. Never bumps versions.
 
-        With ``peer_dirty`` (a replicated renew), compare the caller's dirty timestamp: newer → -404
-        (the caller pushes a register), older → -409 with the stored copy, equal → 0.
+        ``None`` when the instance is unknown (the protocol answers -404). With ``peer_dirty`` (a
+        replicated renew), the event's code compares the caller's dirty timestamp: newer → -404 (the
+        caller pushes a register), older → -409 (the caller adopts our copy), equal → 0.
         """
         ins = self.get(appid, env, zone, hostname)
         if ins is None:
-            return RenewResult(-404, None)
+            return None
         ins.renew_timestamp = now
         self.guard.renewed()
         app = self.apps[(appid, env)]
@@ -166,19 +172,28 @@ class Registry:
                 code = -404
             elif peer_dirty < ins.dirty_timestamp:
                 code = -409
-        return RenewResult(code, ins)
+        return Renewed(ins, source, code)
 
     def cancel(
-        self, appid: str, env: str, zone: str, hostname: str, now: int, *, latest: int = 0
-    ) -> Instance | None:
-        """Remove an instance (explicit cancel); returns it, or ``None`` when unknown.
+        self,
+        appid: str,
+        env: str,
+        zone: str,
+        hostname: str,
+        now: int,
+        *,
+        latest: int = 0,
+        source: Source = Source.CLIENT,
+    ) -> Cancelled | None:
+        """Remove an instance (explicit cancel), or ``None`` when unknown.
 
         The app version becomes ``max(latest, previous + 1)``; the guard's expected count drops.
         """
         removed = self._remove(appid, env, zone, hostname, latest)
-        if removed is not None:
-            self.guard.instance_cancelled()
-        return removed
+        if removed is None:
+            return None
+        self.guard.instance_cancelled()
+        return Cancelled(removed, source)
 
     def _remove(self, appid: str, env: str, zone: str, hostname: str, latest: int) -> Instance | None:
         app = self.apps.get((appid, env))
@@ -201,34 +216,48 @@ class Registry:
         appid: str,
         env: str,
         zone: str,
-        changes: list[tuple[str, int | None, dict[str, str] | None]],
+        changes: Sequence[SetChange],
         set_timestamp: int,
-    ) -> App:
-        """Apply ``(hostname, status, metadata)`` changes atomically; raises :class:`BadRequest`.
+        *,
+        region: str = "",
+        source: Source = Source.CLIENT,
+    ) -> InstancesSet:
+        """Apply status/metadata ``changes`` atomically: all of them, or none.
 
-        Unknown app, zone or hostname → nothing changes. Status sets ``up_timestamp`` when UP;
-        metadata merges into the stored map; dirty and instance latest become ``set_timestamp``.
-        Unlike the Go server, the app version is bumped so pollers see the change (spec §11.11).
+        Unknown app, zone or hostname → nothing changes and the event's ``refused`` says why (it is
+        still published: replication forwards refused sets, as the Go server does). Status sets
+        ``up_timestamp`` when UP; metadata merges into the stored map; dirty and instance latest
+        become ``set_timestamp``. Unlike the Go server, the app version is bumped so pollers see the
+        change (spec §11.11).
         """
-        app = self.apps.get((appid, env))
-        hosts = None if app is None else app.zones.get(zone)
-        if app is None or hosts is None:
-            raise BadRequest(f"set: no instance of {appid} in env {env} zone {zone}")
-        for hostname, _, _ in changes:
-            if hostname not in hosts:
-                raise BadRequest(f"set: hostname {hostname} not found")
-        for hostname, status, meta in changes:
-            ins = hosts[hostname]
-            if status is not None:
-                ins.status = status
-                if status == UP:
+        refused = self._set_refusal(appid, env, zone, changes)
+        event = InstancesSet(appid, env, zone, region, tuple(changes), set_timestamp, source, refused)
+        if refused:
+            return event
+        app = self.apps[(appid, env)]
+        hosts = app.zones[zone]
+        for change in changes:
+            ins = hosts[change.hostname]
+            if change.status is not None:
+                ins.status = change.status
+                if change.status == UP:
                     ins.up_timestamp = set_timestamp
-            if meta is not None:
-                ins.metadata = {**(ins.metadata or {}), **meta}
+            if change.metadata is not None:
+                ins.metadata = {**(ins.metadata or {}), **change.metadata}
             ins.dirty_timestamp = ins.latest_timestamp = set_timestamp
         app.parts.clear()
         app.bump(set_timestamp)
-        return app
+        return event
+
+    def _set_refusal(self, appid: str, env: str, zone: str, changes: Sequence[SetChange]) -> str:
+        app = self.apps.get((appid, env))
+        hosts = None if app is None else app.zones.get(zone)
+        if app is None or hosts is None:
+            return f"set: no instance of {appid} in env {env} zone {zone}"
+        for change in changes:
+            if change.hostname not in hosts:
+                return f"set: hostname {change.hostname} not found"
+        return ""
 
     # -- eviction ----------------------------------------------------------------------------
 
@@ -236,8 +265,8 @@ class Registry:
         """Instances whose last renew is older than ``max_age`` nanoseconds."""
         return [i for i in self.all_instances() if now - i.renew_timestamp > max_age]
 
-    def evict(self, now: int, evict_after: int, ceiling: int, share: float) -> list[Instance]:
-        """One eviction pass (spec §5.2): returns the removed instances.
+    def evict(self, now: int, evict_after: int, ceiling: int, share: float) -> Evicted | None:
+        """One eviction pass (spec §5.2): the removed instances, or ``None`` when none was.
 
         Candidates are silent for more than ``evict_after`` (or ``ceiling`` while the guard protects);
         at most ``size - floor(size * share)`` of them are removed, chosen uniformly at random.
@@ -253,11 +282,14 @@ class Registry:
             gone = self._remove(ins.appid, ins.env, ins.zone, ins.hostname, now)
             if gone is not None:
                 removed.append(gone)
-        return removed
+        return Evicted(tuple(removed)) if removed else None
 
-    def load(self, instances: Iterable[Instance], now: int) -> set[AppKey]:
-        """Store instances exactly as given (start-up sync, snapshot restore); returns changed apps."""
+    def load(self, instances: Iterable[Instance], now: int, *, source: Source = Source.SYNC) -> Loaded:
+        """Store instances exactly as given (start-up sync, snapshot restore)."""
         changed: set[AppKey] = set()
+        count = 0
         for ins in instances:
-            changed.add(self.register(ins, now, keep_timestamps=True).key)
-        return changed
+            stored = self.register(ins, now, keep_timestamps=True, source=source).instance
+            changed.add((stored.appid, stored.env))
+            count += 1
+        return Loaded(frozenset(changed), count, source)

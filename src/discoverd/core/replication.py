@@ -20,8 +20,8 @@ from collections import OrderedDict
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
-import orjson
-
+from discoverd import jsoncodec
+from discoverd.core.events import Cancelled, InstancesSet, Registered, Renewed, Source
 from discoverd.model import Instance
 
 InstanceKey = tuple[str, str, str, str]
@@ -178,7 +178,7 @@ def _ident(ins: Instance) -> list[tuple[str, str]]:
 
 def register_op(ins: Instance, *, replication: bool) -> PeerOp:
     """A full copy of ``ins`` for a peer; addrs as repeated keys (the Go server comma-joins them)."""
-    meta = "" if ins.metadata is None else orjson.dumps(ins.metadata).decode()
+    meta = "" if ins.metadata is None else jsoncodec.dumps(ins.metadata).decode()
     params = [
         *_ident(ins),
         ("replication", _bool(replication)),
@@ -211,27 +211,51 @@ def cancel_op(ins: Instance, *, replication: bool) -> PeerOp:
     return PeerOp(CANCEL, params, ins.key)
 
 
-def set_op(
-    *,
-    region: str,
-    zone: str,
-    env: str,
-    appid: str,
-    changes: list[tuple[str, int | None, str | None]],
-    set_timestamp: int,
-    replication: bool,
-) -> PeerOp:
+def set_op(event: InstancesSet, *, replication: bool) -> PeerOp:
     """A ``set`` with one ``hostname`` (and ``status``/``metadata`` when given) per change."""
     params = [
-        ("region", region),
-        ("zone", zone),
-        ("env", env),
-        ("appid", appid),
-        ("set_timestamp", str(set_timestamp)),
+        ("region", event.region),
+        ("zone", event.zone),
+        ("env", event.env),
+        ("appid", event.appid),
+        ("set_timestamp", str(event.set_timestamp)),
         ("from_zone", "true"),
         ("replication", _bool(replication)),
     ]
-    params += [("hostname", h) for h, _, _ in changes]
-    params += [("status", str(s)) for _, s, _ in changes if s is not None]
-    params += [("metadata", m) for _, _, m in changes if m is not None]
+    changes = event.changes
+    params += [("hostname", c.hostname) for c in changes]
+    params += [("status", str(c.status)) for c in changes if c.status is not None]
+    params += [("metadata", jsoncodec.dumps(c.metadata).decode()) for c in changes if c.metadata is not None]
     return PeerOp(SET, params)
+
+
+Replicable = Registered | Renewed | Cancelled | InstancesSet
+"""The events a node forwards to its peers."""
+
+_FORWARDED = frozenset({Source.CLIENT, Source.ZONE, Source.NODE})
+
+
+def fan_out(event: Replicable, zone: str) -> tuple[bool, bool]:
+    """``(own-zone peers, other zones)``: where a change of the node in ``zone`` goes (the Go rules).
+
+    Only writes of clients, of other zones' nodes and of the node itself are forwarded (a peer's
+    replicated write is not sent on). Own-zone peers get every forwarded write. Other zones get
+    registers and sets unless they came from another zone (``from_zone``), and renews and cancels of
+    instances of the node's own zone.
+    """
+    if event.source not in _FORWARDED:
+        return (False, False)
+    if isinstance(event, Renewed | Cancelled):
+        return (True, event.instance.zone == zone)
+    return (True, event.source is not Source.ZONE)
+
+
+def peer_op(event: Replicable, *, replication: bool) -> PeerOp:
+    """The operation that tells a peer of ``event`` (read at once: the event's instance is live)."""
+    if isinstance(event, Registered):
+        return register_op(event.instance, replication=replication)
+    if isinstance(event, Renewed):
+        return renew_op(event.instance, replication=replication)
+    if isinstance(event, Cancelled):
+        return cancel_op(event.instance, replication=replication)
+    return set_op(event, replication=replication)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Final, NamedTuple, TypeGuard
 
 from discoverd import jsoncodec
+from discoverd.core.events import AppKey, Loaded, Source
 from discoverd.core.registry import Registry
 from discoverd.errors import BadRequest, DiscoverdError
 from discoverd.model import Instance
@@ -217,8 +218,8 @@ def _is_int(value: object) -> TypeGuard[int]:
 # -- restoring --------------------------------------------------------------------------------
 
 
-def restore(registry: Registry, snap: Snapshot, now: int) -> int:
-    """Load every instance of ``snap`` into ``registry`` exactly as stored; returns how many.
+def restore(registry: Registry, snap: Snapshot, now: int) -> Loaded:
+    """Load every instance of ``snap`` into ``registry`` exactly as stored; the event says what.
 
     Meant for an empty registry at start-up (into a non-empty one, the register rule decides: a
     stored copy with an older dirty timestamp does not replace a live one). The registry takes
@@ -232,13 +233,15 @@ def restore(registry: Registry, snap: Snapshot, now: int) -> int:
     stored ``latest`` if that is higher: a version never goes back.
     """
     count = 0
+    apps: set[AppKey] = set()
     for app_snap in snap.apps:
         existed = registry.app(app_snap.appid, app_snap.env) is not None
-        registry.load((ins.copy() for ins in app_snap.instances), now)
+        registry.load((ins.copy() for ins in app_snap.instances), now, source=Source.SNAPSHOT)
         count += len(app_snap.instances)
         app = registry.app(app_snap.appid, app_snap.env)
         if app is None:  # an app line without instances: nothing to hold a version
             continue
+        apps.add(app.key)
         if existed:
             latest = max(app.latest, app_snap.latest)
         else:
@@ -246,4 +249,4 @@ def restore(registry: Registry, snap: Snapshot, now: int) -> int:
         if latest != app.latest:
             app.latest = latest
             app.cache.clear()
-    return count
+    return Loaded(frozenset(apps), count, Source.SNAPSHOT)

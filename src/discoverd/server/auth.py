@@ -1,4 +1,4 @@
-"""Access tokens and the peer secret of a node (issue 8, "Security").
+"""Access tokens and the peer secret of a node.
 
 Tokens come from ``config.tokens`` and the lines of ``config.tokens_file`` (``#`` comments and blank
 lines skipped), each a spec ``TOKEN[:ROLE[:APPID,APPID…]]``:
@@ -11,8 +11,9 @@ lines skipped), each a spec ``TOKEN[:ROLE[:APPID,APPID…]]``:
 Appid lists are accepted on ``write`` tokens only (a list on ``admin`` or ``read`` would suggest a
 restriction that does not exist: :class:`~discoverd.errors.ConfigError`).
 
-When at least one token or a peer secret is configured, :func:`install` sets ``app.authorize`` to a
-:class:`Gate`, which decides by path:
+When at least one token or a peer secret is configured, :func:`gate_for` returns a :class:`Gate`, which
+the request pipeline's auth stage (``server/pipeline.py``) asks before every route that is not
+public (the dashboard's page and files and ``/health`` are), and which decides by path:
 
 ==========================================================  ==================================
 ``/discovery/register``, ``renew``, ``cancel``, ``set``       ``write`` covering the form's appid
@@ -50,18 +51,13 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
-from discoverd.core import wire
+from discoverd.config import ServerConfig
 from discoverd.core.params import Form, parse_go_bool, parse_urlencoded
 from discoverd.errors import BadRequest, ConfigError
-from discoverd.server import tls
-from discoverd.server.app import json_answer
-
-if TYPE_CHECKING:
-    from discoverd.config import ServerConfig
-    from discoverd.server.app import ProtocolApp
-    from discoverd.server.http import HttpRequest
+from discoverd.server import answers, tls
+from discoverd.server.http import HttpRequest
 
 log = logging.getLogger("discoverd.auth")
 
@@ -150,11 +146,11 @@ def preflight(config: ServerConfig) -> None:
 
 
 def _refusal(code: int, message: str) -> bytes:
-    return json_answer(code, wire.envelope(code, message=message))
+    return answers.error(code, message)
 
 
 class Gate:
-    """The ``app.authorize`` of a node with tokens or a peer secret. Immutable after construction;
+    """The access check of a node with tokens or a peer secret. Immutable after construction;
     calls are cheap and side-effect free. Returns ``None`` to allow, else the refusal to send."""
 
     __slots__ = ("_grants", "_key", "_peer", "protect_reads")
@@ -250,11 +246,11 @@ def presented_token(req: HttpRequest, form: Form) -> bytes:
     return b""
 
 
-def install(app: ProtocolApp, config: ServerConfig) -> Gate | None:
-    """Require tokens on ``app`` when ``config`` has any, or a peer secret (run by the node at start).
+def gate_for(config: ServerConfig) -> Gate | None:
+    """The gate for ``config``: ``None`` when it has no token and no peer secret (authentication off).
 
-    Raises :class:`ConfigError` for a bad token spec or an unreadable ``tokens_file``. Returns the
-    installed gate, or ``None`` when authentication is off (``app.authorize`` is then left ``None``).
+    Raises :class:`ConfigError` for a bad token spec or an unreadable ``tokens_file``. Logs what is
+    on (run once by the node at assembly).
     """
     grants = load_grants(config)
     if config.protect_reads and not grants:
@@ -262,7 +258,6 @@ def install(app: ProtocolApp, config: ServerConfig) -> Gate | None:
     if not grants and not config.peer_secret:
         return None
     gate = Gate(grants, protect_reads=config.protect_reads, peer_secret=config.peer_secret)
-    app.authorize = gate
     roles = {r.name.lower(): sum(g.role is r for g in grants) for r in Role}
     log.info(
         "authentication on: %s token(s) %s, reads %s, peer secret %s",

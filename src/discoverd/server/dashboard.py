@@ -1,24 +1,25 @@
-"""The operator dashboard served at ``/`` (issue 8): a static page and a live JSON state.
+"""The operator dashboard served at ``/``: a static page and a live JSON state.
 
-Routes, installed into ``app.extra_routes`` by :func:`install` (when ``config.dashboard``):
+Routes (:meth:`Dashboard.routes`, in the node's route table when ``config.dashboard``):
 
 * ``GET /``, ``/dashboard``, ``/dashboard/`` — the page (``static/index.html``);
 * ``GET /dashboard/static/<name>`` — the page's files. Only the files found in ``static/`` at start
   (plain names, known extensions) are routed, each by its exact path, so no request path can reach
   anything else (``..``, encoded slashes and unknown names are simply not routes: 404);
-* ``GET /dashboard/api/state`` — the state (see :meth:`Dashboard.state`) in the protocol envelope.
+* ``GET /dashboard/api/state`` — the state (:mod:`discoverd.server.dashboard_state`) in the protocol
+  envelope. It is a read: with ``protect_reads`` it needs a token (the pipeline's auth stage).
 
 Live updates (long poll): ``?since=N`` is answered at once when the dashboard ``version`` is not ``N``
-(a client of an earlier server process is answered too), else held until the next change or
-:attr:`Dashboard.hold` seconds (then the current state). Registry changes (``app.listeners``) are
-coalesced for :data:`DEBOUNCE` seconds, so a burst of writes gives one new version; while polls are
-held, a 1 s tick also bumps the version when the guard, start-up protect, the restore grace or a peer's
-UP/LOST changed. Renews change no version (they are too frequent): a poll that sends back the state's
-``renew_mark`` (a string: it may exceed a JavaScript number) as ``renews=`` is answered at the next tick
-after a renew of the instances it shows, with the same version.
-``app=APPID`` (with ``env``, default the node's) limits ``instances`` to one app.
+(a client of an earlier server process is answered too), else held (:mod:`~discoverd.server.parking`,
+counted against ``max_polls``) until the next change or :attr:`Dashboard.hold` seconds (then the
+current state). Registry changes (the dashboard subscribes to the content events) are coalesced for
+:data:`DEBOUNCE` seconds, so a burst of writes gives one new version; while polls are held, a 1 s
+tick also bumps the version when the guard, start-up protect, the restore grace or a peer's UP/LOST
+changed. Renews change no version (they are too frequent): a poll that sends back the state's
+``renew_mark`` (a string: it may exceed a JavaScript number) as ``renews=`` is answered at the next
+tick after a renew of the instances it shows, with the same version. ``app=APPID`` (with ``env``,
+default the node's) limits ``instances`` to one app.
 
-With ``app.authorize`` set, the state asks it for ``/dashboard/api/state`` and returns its refusal.
 The state is served during start-up protect (it says so). Operator actions are not routes here: the
 page calls the protocol's ``set`` and ``cancel``, which are authorised like any client write.
 """
@@ -26,25 +27,21 @@ page calls the protocol's ``set`` and ``cancel``, which are authorised like any 
 from __future__ import annotations
 
 import asyncio
-import importlib.metadata
 import re
 import time
-import weakref
 from dataclasses import dataclass
 from importlib import resources
-from typing import TYPE_CHECKING, Any, Final
+from typing import ClassVar, Final
 
 from discoverd.core import wire
+from discoverd.core.events import CONTENT, Event
 from discoverd.core.params import Form, parse_go_int
-from discoverd.core.registry import App, AppKey
-from discoverd.errors import BadRequest
-from discoverd.model import UP, WAITING, Instance
-from discoverd.server.app import ProtocolApp, json_answer
+from discoverd.server import answers
+from discoverd.server.dashboard_state import Filter, StateView
 from discoverd.server.http import HttpRequest, build_response, text_response
-from discoverd.server.replication import NODE_UP
-
-if TYPE_CHECKING:
-    from discoverd.server.runner import Node
+from discoverd.server.parking import Held, Parking
+from discoverd.server.parts import NodeParts
+from discoverd.server.routes import Route
 
 STATE_PATH: Final = "/dashboard/api/state"
 STATIC_PREFIX: Final = "/dashboard/static/"
@@ -75,12 +72,7 @@ _PAGE: Final = _COMMON + (
     b"frame-ancestors 'none'\r\nX-Frame-Options: DENY\r\n"
 )
 _NO_STORE: Final = b"Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n"
-_STATUS_NAMES: Final = {UP: "UP", WAITING: "WAITING"}
-
-_INSTANCES: weakref.WeakKeyDictionary[ProtocolApp, Dashboard] = weakref.WeakKeyDictionary()
-
-Filter = AppKey | None
-"""The app whose instances a state includes, or ``None`` for every app."""
+_GET: Final = frozenset({"GET"})
 
 
 def load_static() -> dict[str, bytes]:
@@ -94,73 +86,61 @@ def load_static() -> dict[str, bytes]:
     return out
 
 
-def status_name(status: int) -> str:
-    return _STATUS_NAMES.get(status, f"UNKNOWN({status})")
-
-
-def install(app: ProtocolApp, node: Node | None = None) -> Dashboard:
-    """Serve the dashboard for ``app``; returns it (also found later with :func:`of`)."""
-    dash = Dashboard(app)
-    for path in PAGE_PATHS:
-        app.extra_routes[path] = dash.page
-    for name in dash.files:
-        app.extra_routes[STATIC_PREFIX + name] = dash.static
-    app.extra_routes[STATE_PATH] = dash.state_route
-    app.listeners.append(dash.on_change)
-    app.abort_hooks.append(dash.on_abort)
-    _INSTANCES[app] = dash
-    return dash
-
-
-def of(app: ProtocolApp) -> Dashboard | None:
-    """The dashboard installed on ``app``, if any (tests adjust :attr:`Dashboard.hold` through it)."""
-    return _INSTANCES.get(app)
-
-
 @dataclass(slots=True, eq=False)
-class _Held:
-    """One held state poll: its request, what it shows, the renew mark it has seen, its timeout."""
+class StatePoll:
+    """What one held state poll shows, and the renew mark it has seen."""
 
-    req: HttpRequest
     flt: Filter
     mark: int | None
-    timer: asyncio.TimerHandle | None = None
 
 
 class Dashboard:
-    """The dashboard of one app: static files, the state, the held polls. One loop, not thread-safe."""
+    """The dashboard of one node: static files, the state, the held polls; a content subscriber.
 
-    def __init__(self, app: ProtocolApp) -> None:
-        self.app = app
+    One loop, not thread-safe.
+    """
+
+    kinds: ClassVar[tuple[type[Event], ...]] = CONTENT
+
+    def __init__(self, parts: NodeParts, parking: Parking, loop: asyncio.AbstractEventLoop) -> None:
+        self.parts = parts
+        self.parking = parking
+        self.loop = loop
+        self.view = StateView(parts)
         self.files = load_static()
         self.hold = HOLD
         self.version = time.time_ns() // 1_000_000
         """Opaque; +1 (at most once per :data:`DEBOUNCE`) when what the state shows changed. Starts
         from the clock in ms, so a page that knew an earlier process's version is answered at once."""
-        self.started = time.monotonic()
-        try:
-            self.software = importlib.metadata.version("discoverd")
-        except importlib.metadata.PackageNotFoundError:  # pragma: no cover - running from a checkout
-            self.software = "unknown"
-        self.held: set[_Held] = set()
+        self.held: set[Held] = set()
         self._debounce: asyncio.TimerHandle | None = None
         self._tick: asyncio.TimerHandle | None = None
-        self._summary = self.summary()
+        self._summary = self.view.summary()
 
     def __repr__(self) -> str:
         return f"<Dashboard version={self.version} held={len(self.held)}>"
 
+    @property
+    def settled(self) -> bool:
+        """No change is waiting for the debounce."""
+        return self._debounce is None
+
+    def routes(self) -> list[Route]:
+        """The page, its files (each by exact path, public) and the state route."""
+        out = [Route(p, _GET, self.page, public=True) for p in PAGE_PATHS]
+        out += [Route(STATIC_PREFIX + name, _GET, self.static, public=True) for name in self.files]
+        out.append(Route(STATE_PATH, _GET, self.state_route, defers=True))
+        return out
+
     # -- static routes ---------------------------------------------------------------------------
 
-    def page(self, req: HttpRequest) -> bytes:
-        return self._file(req, "index.html")
+    def page(self, req: HttpRequest, form: Form) -> bytes:
+        return self._file("index.html")
 
-    def static(self, req: HttpRequest) -> bytes:
-        return self._file(req, req.path[len(STATIC_PREFIX) :])
+    def static(self, req: HttpRequest, form: Form) -> bytes:
+        return self._file(req.path[len(STATIC_PREFIX) :])
 
-    def _file(self, req: HttpRequest, name: str) -> bytes:
-        if req.method != "GET":
-            return text_response(405, "405 method not allowed")
+    def _file(self, name: str) -> bytes:
         body = self.files.get(name)
         if body is None:
             return text_response(404, "404 page not found")
@@ -170,63 +150,47 @@ class Dashboard:
 
     # -- the state route -------------------------------------------------------------------------
 
-    def state_route(self, req: HttpRequest) -> bytes | None:
+    def state_route(self, req: HttpRequest, form: Form) -> bytes | None:
         """``GET /dashboard/api/state[?since=N&renews=M&app=A&env=E]``: now, or held (``None``)."""
-        if req.method != "GET":
-            return text_response(405, "405 method not allowed")
-        app = self.app
-        try:
-            form = Form.parse(b"", req.query)
-            if app.authorize is not None and (refused := app.authorize(req, form, STATE_PATH)) is not None:
-                return refused
-            since = parse_go_int(form.first("since"))
-            renews = form.first("renews")
-            mark = parse_go_int(renews) if renews else None
-        except BadRequest as exc:
-            return json_answer(-400, wire.envelope(-400, message=exc.message))
+        since = parse_go_int(form.first("since"))
+        renews = form.first("renews")
+        mark = parse_go_int(renews) if renews else None
         appid = form.first("app")
-        flt: Filter = (appid, form.first("env") or app.config.env) if appid else None
+        flt: Filter = (appid, form.first("env") or self.parts.config.env) if appid else None
         if since != self.version:
             return self.answer(flt)
-        if len(self.held) >= app.config.max_polls:
-            return json_answer(-503, wire.envelope(-503, message="too many held polls"))
-        held = _Held(req, flt, mark)
-        held.timer = app.loop.call_later(self.hold, self._expire, held)
-        req.state = held
-        self.held.add(held)
+        if self.parking.full:
+            return answers.too_many_polls()
+        self.held.add(self.parking.park(req, self.hold, self, StatePoll(flt, mark)))
         if self._tick is None:
-            self._tick = app.loop.call_later(TICK, self._on_tick)
+            self._tick = self.loop.call_later(TICK, self._on_tick)
         return None
 
     def answer(self, flt: Filter) -> bytes:
         """The encoded state answer for ``flt``."""
-        body = wire.envelope(0, wire.dumps(self.state(flt)))
+        body = wire.envelope(0, wire.dumps(self.view.state(self.version, flt)))
         return build_response(200, body, headers=b"Kratos-Status-Code: 0\r\n" + _NO_STORE)
 
-    def _respond(self, held: _Held, answer: bytes) -> None:
+    def _respond(self, held: Held, answer: bytes) -> None:
         self.held.discard(held)
-        if held.timer is not None:
-            held.timer.cancel()
-        held.req.respond(answer)
+        self.parking.respond(held, answer)
 
-    def _expire(self, held: _Held) -> None:
-        if held in self.held:
-            self._respond(held, self.answer(held.flt))
+    # -- Holder ------------------------------------------------------------------------------------
 
-    def on_abort(self, req: HttpRequest) -> None:
-        """``app.abort_hooks`` entry: forget the held poll of a client that went away."""
-        held = req.state
-        if isinstance(held, _Held) and held in self.held:
-            self.held.discard(held)
-            if held.timer is not None:
-                held.timer.cancel()
+    def expired(self, held: Held) -> None:
+        poll = held.record
+        if isinstance(poll, StatePoll):
+            self._respond(held, self.answer(poll.flt))
+
+    def gone(self, held: Held) -> None:
+        self.held.discard(held)
 
     # -- change detection ------------------------------------------------------------------------
 
-    def on_change(self, key: AppKey) -> None:
-        """``app.listeners`` entry (every registry change): schedule one coalesced version bump."""
+    def on_event(self, event: Event) -> None:
+        """A registry change: schedule one coalesced version bump."""
         if self._debounce is None:
-            self._debounce = self.app.loop.call_later(DEBOUNCE, self._flush)
+            self._debounce = self.loop.call_later(DEBOUNCE, self._flush)
 
     def _flush(self) -> None:
         self._debounce = None
@@ -235,167 +199,46 @@ class Dashboard:
     def bump(self) -> None:
         """A new version now: answer every held poll (one encoding per distinct filter)."""
         self.version += 1
-        self._summary = self.summary()
-        answers: dict[Filter, bytes] = {}
-        for held in list(self.held):
-            if held.flt not in answers:
-                answers[held.flt] = self.answer(held.flt)
-            self._respond(held, answers[held.flt])
+        self._summary = self.view.summary()
+        self._answer_all(list(self.held))
+
+    def _answer_all(self, helds: list[Held]) -> None:
+        answers_by_filter: dict[Filter, bytes] = {}
+        for held in helds:
+            poll = held.record
+            if not isinstance(poll, StatePoll):
+                continue
+            if poll.flt not in answers_by_filter:
+                answers_by_filter[poll.flt] = self.answer(poll.flt)
+            self._respond(held, answers_by_filter[poll.flt])
 
     def _on_tick(self) -> None:
         self._tick = None
         if not self.held:
             return  # no one is watching: the next held poll restarts the tick
-        if self.summary() != self._summary:
+        if self.view.summary() != self._summary:
             self.bump()
         else:
-            marks: dict[Filter, int] = {}
-            answers: dict[Filter, bytes] = {}
-            for held in [h for h in self.held if h.mark is not None]:
-                if held.flt not in marks:
-                    marks[held.flt] = self.renew_mark(held.flt)
-                if marks[held.flt] != held.mark:
-                    if held.flt not in answers:
-                        answers[held.flt] = self.answer(held.flt)
-                    self._respond(held, answers[held.flt])
+            self._answer_all(self._renewed())
         if self.held:
-            self._tick = self.app.loop.call_later(TICK, self._on_tick)
+            self._tick = self.loop.call_later(TICK, self._on_tick)
 
-    def summary(self) -> tuple[object, ...]:
-        """What, besides the registry, changes the version: guard, protect, grace, peers' status."""
-        app = self.app
-        g = app.registry.guard
-        nodes = tuple((n["addr"], n["status"]) for n in self.nodes())
-        grace = app.clock() < app.no_evict_until
-        return (g.protecting, g.last_window, g.expected, g.threshold, app.protected, grace, nodes)
+    def _renewed(self) -> list[Held]:
+        """The held polls tracking renews whose instances renewed since their state."""
+        marks: dict[Filter, int] = {}
+        out = []
+        for held in self.held:
+            poll = held.record
+            if isinstance(poll, StatePoll) and poll.mark is not None:
+                if poll.flt not in marks:
+                    marks[poll.flt] = self.view.renew_mark(poll.flt)
+                if marks[poll.flt] != poll.mark:
+                    out.append(held)
+        return out
 
-    def renew_mark(self, flt: Filter) -> int:
-        """Moves on every renew shown by ``flt``: the app's latest renew, or the node's renew count."""
-        if flt is None:
-            return self.app.counters.renews
-        a = self.app.registry.apps.get(flt)
-        return 0 if a is None else max((i.renew_timestamp for i in a.instances()), default=0)
-
-    # -- the state -------------------------------------------------------------------------------
-
-    def state(self, flt: Filter = None) -> dict[str, Any]:
-        """The dashboard state: ``version``, ``now`` (ns), ``renew_mark``, ``node``, ``guard``,
-        ``nodes``, ``apps`` (with per-zone counts by status), ``selected`` and ``instances``."""
-        app = self.app
-        now = app.clock()
-        apps = [a for _, a in sorted(app.registry.apps.items())]
-        shown = apps if flt is None else [a for a in (app.registry.apps.get(flt),) if a is not None]
-        return {
-            "version": self.version,
-            "now": now,
-            "renew_mark": str(self.renew_mark(flt)),
-            "node": self.node_info(),
-            "guard": self.guard(now),
-            "nodes": self.nodes(),
-            "apps": [_app_row(a) for a in apps],
-            "selected": None if flt is None else {"appid": flt[0], "env": flt[1], "found": bool(shown)},
-            "instances": [
-                _instance_row(i, now)
-                for a in shown
-                for zone in sorted(a.zones)
-                for _, i in sorted(a.zones[zone].items())
-            ],
-        }
-
-    def node_info(self) -> dict[str, Any]:
-        c = self.app.config
-        return {
-            "addr": self.app.advertise,
-            "zone": c.zone,
-            "region": c.region,
-            "env": c.env,
-            "hostname": c.hostname,
-            "version": self.software,
-            "uptime": round(time.monotonic() - self.started, 1),
-            "startup_protect": self.app.protected,
-            "protect_duration": c.protect_duration,
-            "instances": self.app.registry.size,
-            "apps": len(self.app.registry.apps),
-        }
-
-    def guard(self, now: int) -> dict[str, Any]:
-        """The renew guard and why eviction is suspended (``reasons``, empty when it runs normally)."""
-        app = self.app
-        c, g = app.config, app.registry.guard
-        reasons: list[dict[str, str]] = []
-        if g.protecting:
-            reasons.append(
-                {
-                    "kind": "self-preservation",
-                    "text": f"{g.last_window} renews in the last {c.evict_interval:g} s window, fewer than "
-                    f"the {g.needed} needed ({g.threshold:.0%} of {g.expected} expected): only instances "
-                    f"silent for more than {c.evict_ceiling:g} s are evicted",
-                }
-            )
-        grace = max(0.0, (app.no_evict_until - now) / 1e9)
-        if grace > 0:
-            reasons.append(
-                {
-                    "kind": "restore-grace",
-                    "text": f"restored from a snapshot: nothing is evicted for another {grace:.0f} s",
-                }
-            )
-        return {
-            "renews_last_window": g.last_window,
-            "renews_this_window": g.this_window,
-            "needed": g.needed,
-            "expected": g.expected,
-            "threshold": g.threshold,
-            "window": c.evict_interval,
-            "evict_after": c.evict_after,
-            "protecting": g.protecting,
-            "restore_grace": round(grace, 1),
-            "startup_protect": app.protected,
-            "eviction_suspended": bool(reasons),
-            "reasons": reasons,
-        }
-
-    def nodes(self) -> list[dict[str, Any]]:
-        """This node, its own-zone peers and one target per other zone, each ``UP`` or ``LOST``."""
-        app = self.app
-        me, zone = app.advertise, app.config.zone
-        rep, rows = app.replicator, [_node(me, zone, True, "self")]
-        if rep is not None:  # None until the node wired its cluster
-            rows += [_node(a, zone, p.status == NODE_UP, "peer") for a, p in sorted(rep.own.items())]
-            rows += [_node(p.addr, z, p.status == NODE_UP, "zone") for z, p in sorted(rep.remote.items())]
-        return rows
-
-
-def _node(addr: str, zone: str, up: bool, role: str) -> dict[str, Any]:
-    return {"addr": addr, "zone": zone, "status": "UP" if up else "LOST", "role": role}
-
-
-def _app_row(a: App) -> dict[str, Any]:
-    zones: dict[str, dict[str, int]] = {}
-    for zone, hosts in sorted(a.zones.items()):
-        counts = zones[zone] = {"UP": 0, "WAITING": 0}
-        for ins in hosts.values():
-            name = status_name(ins.status)
-            counts[name] = counts.get(name, 0) + 1
-    return {"appid": a.appid, "env": a.env, "instances": len(a), "latest": a.latest, "zones": zones}
-
-
-def _instance_row(i: Instance, now: int) -> dict[str, Any]:
-    return {
-        "appid": i.appid,
-        "env": i.env,
-        "region": i.region,
-        "zone": i.zone,
-        "hostname": i.hostname,
-        "addrs": i.addrs,
-        "version": i.version,
-        "metadata": dict(sorted((i.metadata or {}).items())),
-        "status": i.status,
-        "status_name": status_name(i.status),
-        "reg_timestamp": i.reg_timestamp,
-        "up_timestamp": i.up_timestamp,
-        "renew_timestamp": i.renew_timestamp,
-        "dirty_timestamp": i.dirty_timestamp,
-        "reg_age": round((now - i.reg_timestamp) / 1e9, 1),
-        "renew_age": round((now - i.renew_timestamp) / 1e9, 1),
-    }
+    def shutdown(self) -> None:
+        """Answer every held state poll with the current state (graceful stop)."""
+        self._answer_all(list(self.held))
+        for handle in (self._debounce, self._tick):
+            if handle is not None:
+                handle.cancel()

@@ -14,13 +14,17 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import socket
+import ssl
 import time
 from collections.abc import Callable
 from email.utils import formatdate
-from typing import Any, Final, cast
+from typing import Final, cast
 from urllib.parse import unquote_to_bytes
 
 import httptools
+
+from discoverd.core.params import Form
 
 log = logging.getLogger("discoverd.http")
 
@@ -94,6 +98,7 @@ class HttpRequest:
     __slots__ = (
         "_conn",
         "body",
+        "form",
         "headers",
         "keep_alive",
         "method",
@@ -122,7 +127,9 @@ class HttpRequest:
         self.keep_alive = keep_alive
         self.peer: str = conn.peer
         self.state: object = None
-        """Free for the handler: a deferred request keeps its long-poll waiter here."""
+        """Free for the handler: a held request keeps its parking record here."""
+        self.form: Form | None = None
+        """The parsed parameters, once the pipeline parsed them (``server/pipeline.py``)."""
 
     def __repr__(self) -> str:
         return f"<HttpRequest {self.method} {self.path} from {self.peer}>"
@@ -368,11 +375,10 @@ class HttpServer:
         else:
             self.per_host.pop(peer, None)
 
-    async def start(self, host: str, port: int, **kw: Any) -> None:
-        """Bind and start accepting (``port`` 0 picks a free port: see :attr:`address`); keyword
-        arguments go to ``loop.create_server`` (``ssl=context`` serves HTTPS)."""
+    async def start(self, sock: socket.socket, *, ssl_context: ssl.SSLContext | None = None) -> None:
+        """Start accepting on ``sock`` (from :func:`bind_socket`; HTTPS with ``ssl_context``)."""
         self._server = await self.loop.create_server(
-            lambda: HttpConnection(self), host, port, reuse_address=True, backlog=4096, **kw
+            lambda: HttpConnection(self), sock=sock, backlog=4096, ssl=ssl_context
         )
 
     @property
@@ -401,3 +407,31 @@ class HttpServer:
             c.close()
         if self._server is not None:
             await self._server.wait_closed()
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` (``SO_REUSEADDR``; ``port`` 0 picks a free one), not yet
+    listening: the node learns its address before it builds its handler, and accepts only when ready.
+
+    Raises :class:`OSError` when the address cannot be bound.
+    """
+    family, kind, proto, _, addr = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(addr)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def socket_address(sock: socket.socket) -> tuple[str, int]:
+    """The bound ``(host, port)`` of ``sock``."""
+    name = sock.getsockname()
+    return str(name[0]), int(name[1])

@@ -1,9 +1,10 @@
 """Prometheus metrics of a node (``GET /metrics``), read from the node's state at scrape time.
 
-:func:`install` gives each node its own :class:`~prometheus_client.CollectorRegistry` (several nodes may
-share a process; the global ``REGISTRY`` is never used) holding one :class:`NodeCollector`, which reads
-the registry, the counters, the guard, the held polls, the replication queues and the snapshot state
-only when ``/metrics`` is scraped: nothing is done per protocol request, except the latency histogram.
+:class:`Metrics` gives each node its own :class:`~prometheus_client.CollectorRegistry` (several nodes
+may share a process; the global ``REGISTRY`` is never used) holding a :class:`NodeCollector`, which
+reads the registry, the counters, the guard, the held polls, the replication queues and the snapshot
+state only when ``/metrics`` is scraped, and a :class:`HttpCollector` for the connections: nothing is
+done per protocol request, except the latency histogram (the pipeline's metrics stage).
 
 The latency histogram is :class:`LatencyTable`, a lock-free bucket array (the node runs on one loop):
 ``observe`` costs ~0.25 µs against ~1 µs for a ``prometheus_client.Histogram`` child (measured on this
@@ -14,28 +15,25 @@ Every metric is described in ``docs/metrics.md``.
 from __future__ import annotations
 
 import bisect
+import importlib.metadata
 import operator
 import platform
 import time
 from collections import Counter
 from collections.abc import Collection, Iterator
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
-from discoverd import __version__
 from discoverd.core.params import Form
 from discoverd.model import UP, WAITING
-from discoverd.server import logs
-from discoverd.server.http import HttpRequest, build_response, text_response
+from discoverd.server.http import HttpRequest, HttpServer, build_response
+from discoverd.server.parts import NodeParts
 from discoverd.server.replication import NODE_UP
-
-if TYPE_CHECKING:
-    from discoverd.server.app import ProtocolApp
-    from discoverd.server.runner import Node
+from discoverd.server.routes import Route
 
 #: Upper bounds (seconds) of the handler-latency buckets: handlers take tens of microseconds.
 LATENCY_BUCKETS: Final = (
@@ -53,7 +51,7 @@ LATENCY_BUCKETS: Final = (
     1.0,
 )
 
-#: ``app.counters`` field → (metric name without ``_total``, help).
+#: ``Counters`` field → (metric name without ``_total``, help).
 COUNTERS: Final = {
     "registers": (
         "discoverd_registers",
@@ -75,8 +73,8 @@ _status: Final = operator.attrgetter("status")
 class LatencyTable:
     """Per-endpoint handler latency in fixed buckets. Not thread-safe (the node's loop only).
 
-    Only paths known to the app's protocol routes are recorded (the label set stays bounded);
-    anything else is ignored. ``observe`` is meant to be ``app.observe``.
+    Only the protocol paths are recorded (the label set stays bounded); anything else is ignored.
+    ``observe`` is what the pipeline's metrics stage calls.
     """
 
     __slots__ = ("_bounds", "_entries", "_routes")
@@ -84,7 +82,7 @@ class LatencyTable:
     def __init__(self, routes: Collection[str], bounds: tuple[float, ...] = LATENCY_BUCKETS) -> None:
         self._bounds = bounds
         self._routes = routes
-        """Live view of the protocol paths (``app.routes``): a route added later is measured too."""
+        """The protocol paths."""
         self._entries: dict[str, list[float]] = {p: [0.0] * (len(bounds) + 2) for p in routes}
         """path → per-bucket counts (last slot: above every bound), then the sum in the final slot."""
 
@@ -121,14 +119,13 @@ class LatencyTable:
 class NodeCollector(Collector):
     """Reads one node's state at scrape time; see ``docs/metrics.md`` for every family."""
 
-    def __init__(self, app: ProtocolApp, node: Node | None, latency: LatencyTable) -> None:
-        self.app = app
-        self.node = node
+    def __init__(self, parts: NodeParts, latency: LatencyTable) -> None:
+        self.parts = parts
         self.latency = latency
         self.started = time.time()
 
     def __repr__(self) -> str:
-        return f"<NodeCollector {self.app.advertise}>"
+        return f"<NodeCollector {self.parts.config.advertise}>"
 
     def describe(self) -> list[Metric]:
         return []  # nothing to check for name clashes: the registry is this node's alone
@@ -140,27 +137,26 @@ class NodeCollector(Collector):
         yield from self._guard()
         yield from self._replication()
         yield from self._snapshot()
-        yield from self._http()
         yield self.latency.family()
 
     def _info(self) -> Iterator[Metric]:
-        c = self.app.config
+        c = self.parts.config
         build = GaugeMetricFamily(
             "discoverd_build_info", "Always 1: the discoverd version.", labels=["version", "python"]
         )
-        build.add_metric([__version__, platform.python_version()], 1)
+        build.add_metric([_version(), platform.python_version()], 1)
         node = GaugeMetricFamily(
             "discoverd_node_info",
             "Always 1: this node's identity.",
             labels=["region", "zone", "env", "hostname", "advertise"],
         )
-        node.add_metric([c.region, c.zone, c.env, c.hostname, self.app.advertise], 1)
+        node.add_metric([c.region, c.zone, c.env, c.hostname, c.advertise], 1)
         start = GaugeMetricFamily("discoverd_start_time_seconds", "When the node started (Unix time).")
         start.add_metric([], self.started)
         yield from (build, node, start)
 
     def _registry(self) -> Iterator[Metric]:
-        reg = self.app.registry
+        reg = self.parts.registry
         yield _gauge("discoverd_instances", "Registered instances (every env and zone).", reg.size)
         yield _gauge("discoverd_apps", "Registered (appid, env) pairs.", len(reg.apps))
         by_zone: dict[tuple[str, str, str], int] = {}
@@ -194,22 +190,24 @@ class NodeCollector(Collector):
         yield fam
 
     def _events(self) -> Iterator[Metric]:
-        for field, value in self.app.counters.as_dict().items():
+        for field, value in self.parts.counters.as_dict().items():
             name, doc = COUNTERS.get(field, (f"discoverd_{field}", f"The node's {field} count."))
             fam = CounterMetricFamily(name, doc)
             fam.add_metric([], value)
             yield fam
-        yield _gauge("discoverd_held_polls", "Long polls held now.", self.app.waiters.count)
+        yield _gauge(
+            "discoverd_held_polls", "Requests held now (long polls, dashboard).", self.parts.parking.count
+        )
         yield _gauge(
             "discoverd_held_polls_limit",
             "max_polls: held polls beyond it are refused.",
-            self.app.config.max_polls,
+            self.parts.config.max_polls,
         )
 
     def _guard(self) -> Iterator[Metric]:
-        app = self.app
-        g = app.registry.guard
-        held = max(0.0, (app.no_evict_until - app.clock()) / 1e9)
+        p = self.parts
+        g = p.registry.guard
+        held = max(0.0, (p.lifecycle.no_evict_until - p.clock()) / 1e9)
         yield _gauge("discoverd_guard_expected_renews", "Renews expected per guard window.", g.expected)
         yield _gauge("discoverd_guard_needed_renews", "Renews needed per window to allow eviction.", g.needed)
         yield _gauge(
@@ -227,18 +225,18 @@ class NodeCollector(Collector):
             "discoverd_guard_protecting", "1 while self-preservation suspends eviction.", int(g.protecting)
         )
         yield _gauge(
-            "discoverd_startup_protect", "1 while start-up protect refuses reads (-500).", int(app.protected)
+            "discoverd_startup_protect",
+            "1 while start-up protect refuses reads (-500).",
+            int(p.lifecycle.protected),
         )
         yield _gauge(
             "discoverd_eviction_held_seconds", "Seconds left without eviction after a restore.", held
         )
 
     def _replication(self) -> Iterator[Metric]:
-        rep = self.app.replicator
-        if rep is None:
-            return
+        rep = self.parts.replicator
         stats = rep.stats()
-        peers = {**rep.own, **{f"zone:{z}": p for z, p in rep.remote.items()}}
+        peers = rep.peers()
         pending = GaugeMetricFamily(
             "discoverd_replication_pending", "Operations queued for the peer.", labels=["peer"]
         )
@@ -270,16 +268,16 @@ class NodeCollector(Collector):
         yield from (pending, lag, up, *counters.values())
 
     def _snapshot(self) -> Iterator[Metric]:
-        p = None if self.node is None else self.node.persistence
+        p = self.parts.persistence
         if p is None:
             return
         yield _gauge(
             "discoverd_snapshot_unsaved_changes",
             "1 when the registry changed since the last snapshot was written.",
-            int(self.app.generation != p.saved_generation),
+            int(p.unsaved),
         )
         if p.saved_at > 0:
-            now = self.app.clock()
+            now = self.parts.clock()
             yield _gauge(
                 "discoverd_snapshot_age_seconds",
                 "Seconds since the last snapshot was written.",
@@ -291,54 +289,65 @@ class NodeCollector(Collector):
                 p.saved_at / 1e9,
             )
 
-    def _http(self) -> Iterator[Metric]:
-        http = None if self.node is None else self.node.http
-        if http is None:
-            return
-        yield _gauge("discoverd_http_connections", "Open client connections.", len(http.connections))
-        refused = getattr(http, "refused", None)
-        if isinstance(refused, int):
-            fam = CounterMetricFamily(
-                "discoverd_http_connections_refused",
-                "Connections closed at once: their host was at the limit.",
-            )
-            fam.add_metric([], refused)
-            yield fam
+
+class HttpCollector(Collector):
+    """The HTTP front's connections, read at scrape time."""
+
+    def __init__(self, http: HttpServer) -> None:
+        self.http = http
+
+    def __repr__(self) -> str:
+        return f"<HttpCollector {self.http!r}>"
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        yield _gauge("discoverd_http_connections", "Open client connections.", len(self.http.connections))
+        fam = CounterMetricFamily(
+            "discoverd_http_connections_refused",
+            "Connections closed at once: their host was at the limit.",
+        )
+        fam.add_metric([], self.http.refused)
+        yield fam
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, doc, value=value)
 
 
-def serve(registry: CollectorRegistry, req: HttpRequest) -> bytes:
-    """``GET /metrics``: the text format (OpenMetrics when the scraper asks for it)."""
-    if req.method not in ("GET", "HEAD"):
-        return text_response(405, "405 method not allowed")
-    encoder, content_type = choose_encoder(req.header("accept"))
-    return build_response(200, encoder(registry), content_type=content_type.encode())
+def _version() -> str:
+    try:
+        return importlib.metadata.version("discoverd")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - running from a checkout
+        return "unknown"
 
 
-def install(app: ProtocolApp, node: Node | None) -> CollectorRegistry:
-    """Serve ``/metrics`` for ``app``, time its protocol handlers and install the event logs.
+class Metrics:
+    """The metrics of one node: its own collector registry, the latency table and the route.
 
-    Run once per app by the node at start (before auth and the dashboard). Returns the node's own
-    registry (embedders may register more collectors on it). Replaces ``app.observe``.
+    Built once by the node. Embedders may register more collectors on :attr:`registry`.
     """
-    registry = CollectorRegistry(auto_describe=False)
-    latency = LatencyTable(app.routes.keys())
-    registry.register(NodeCollector(app, node, latency))
-    ProcessCollector(registry=registry)
-    PlatformCollector(registry=registry)
-    app.observe = latency.observe
 
-    def route(req: HttpRequest) -> bytes:
-        # with --protect-reads, a scrape is a read like any other (a Prometheus bearer token works)
-        if app.authorize is not None:
-            refused = app.authorize(req, Form.parse(b"", req.query), "/metrics")
-            if refused is not None:
-                return refused
-        return serve(registry, req)
+    def __init__(self, parts: NodeParts, protocol_paths: Collection[str]) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.latency = LatencyTable(protocol_paths)
+        self.registry.register(NodeCollector(parts, self.latency))
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
 
-    app.extra_routes["/metrics"] = route
-    logs.install(app)
-    return registry
+    def __repr__(self) -> str:
+        return f"<Metrics {self.latency!r}>"
+
+    def add_http(self, http: HttpServer) -> None:
+        """Export the connections of ``http`` too (once the HTTP server exists)."""
+        self.registry.register(HttpCollector(http))
+
+    def route(self) -> Route:
+        """``GET /metrics``: a read like any other (with ``protect_reads`` a scrape needs a token)."""
+        return Route("/metrics", frozenset({"GET"}), self.serve)
+
+    def serve(self, req: HttpRequest, form: Form) -> bytes:
+        """The text format (OpenMetrics when the scraper asks for it)."""
+        encoder, content_type = choose_encoder(req.header("accept"))
+        return build_response(200, encoder(self.registry), content_type=content_type.encode())

@@ -2,66 +2,80 @@
 
 The file side is :class:`~discoverd.server.snapshot.SnapshotStore` (atomic writes, the previous good
 snapshot kept, corrupt files set aside); the format is :mod:`discoverd.core.snapshot`. Blocking file
-work runs in a thread; encoding runs on the loop (it reads the registry).
+work runs in a thread; encoding runs on the loop (it reads the registry). As a subscriber of the
+registry's content events, :class:`Persistence` only writes when something changed since the last
+snapshot (renews alone do not count: restored instances get one eviction threshold to renew).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
+from typing import ClassVar
 
+from discoverd.core.events import CONTENT, Event, Loaded
+from discoverd.core.registry import Registry
 from discoverd.core.snapshot import encode_snapshot, restore
-from discoverd.server.app import ProtocolApp
 from discoverd.server.snapshot import SnapshotStore
 
 log = logging.getLogger("discoverd.snapshot")
 
 
 class Persistence:
-    """Owns the snapshot store of one node."""
+    """Owns the snapshot store of one node; counts content changes as a subscriber."""
 
-    def __init__(self, app: ProtocolApp, data_dir: str) -> None:
-        self.app = app
+    kinds: ClassVar[tuple[type[Event], ...]] = CONTENT
+
+    def __init__(self, registry: Registry, data_dir: str, *, clock: Callable[[], int]) -> None:
+        self.registry = registry
+        self.clock = clock
         self.store = SnapshotStore(data_dir)
+        self.generation = 0
+        """Incremented on every content change."""
         self.saved_generation = -1
         self.saved_at = 0
 
     def __repr__(self) -> str:
         return f"<Persistence {self.store.path} saved_at={self.saved_at}>"
 
-    async def restore(self) -> int:
-        """Load the newest good snapshot into the (empty) registry; returns how many instances.
+    @property
+    def unsaved(self) -> bool:
+        """Whether the registry changed since the last snapshot."""
+        return self.generation != self.saved_generation
 
-        Problems (corrupt or truncated files, which are set aside) are logged, never raised; eviction
-        is then held off for one eviction threshold so restored instances can renew.
+    def on_event(self, event: Event) -> None:
+        self.generation += 1
+
+    async def restore(self) -> Loaded | None:
+        """Load the newest good snapshot into the (empty) registry; the caller publishes the event.
+
+        Problems (corrupt or truncated files, which are set aside) are logged, never raised.
         """
         snap, problems = await asyncio.to_thread(self.store.load)
         for problem in problems:
             log.warning("snapshot: %s", problem)
         if snap is None:
-            return 0
-        app = self.app
-        now = app.clock()
-        count = restore(app.registry, snap, now)
-        app.no_evict_until = now + int(app.config.evict_after * 1e9)
-        for key in list(app.registry.apps):
-            app.changed(key)
-        self.saved_generation = app.generation
+            return None
+        loaded = restore(self.registry, snap, self.clock())
         log.info(
             "restored %d instance(s) from %s",
-            count,
+            loaded.count,
             self.store.path,
-            extra={"event": "restore", "count": count, "path": str(self.store.path)},
+            extra={"event": "restore", "count": loaded.count, "path": str(self.store.path)},
         )
-        return count
+        return loaded
+
+    def mark_saved(self) -> None:
+        """What is in the registry now is what the snapshot holds (right after a restore)."""
+        self.saved_generation = self.generation
 
     async def save(self, *, force: bool = False) -> bool:
         """Write a snapshot when something changed since the last one (or ``force``)."""
-        app = self.app
-        if not force and app.generation == self.saved_generation:
+        if not force and not self.unsaved:
             return False
-        generation, now = app.generation, app.clock()
-        data = encode_snapshot(app.registry, taken_at=now)
+        generation, now = self.generation, self.clock()
+        data = encode_snapshot(self.registry, taken_at=now)
         try:
             await asyncio.to_thread(self.store.save, data)
         except OSError as exc:

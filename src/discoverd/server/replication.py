@@ -6,9 +6,13 @@ per-peer bounded queue (:class:`~discoverd.core.replication.PeerQueue`) drained 
 per peer, with retries and backoff. So a slow or dead peer never delays a client's answer, and
 cannot grow memory beyond the queue bound (the Go server replicates synchronously, unqueued).
 
-Answers drive repair: a replicated renew answered ``-404`` sends the peer our full copy; ``-409``
-adopts the peer's newer copy. A peer is ``UP`` after an answer and ``LOST`` after a ``-500`` or a
-transport failure (the Go server leaves it UP on transport failures).
+The replicator is a subscriber of the node's events (``server/events.py``): it queues the writes
+that :func:`~discoverd.core.replication.fan_out` sends on, and follows
+:class:`~discoverd.core.events.PeersChanged`. Answers drive repair, as decided by
+:func:`discoverd.core.repair.judge`: a replicated renew answered ``-404`` sends the peer our full
+copy; ``-409`` adopts the peer's newer copy. A peer is ``UP`` after an answer and ``LOST`` after a
+``-500`` or a transport failure (the Go server leaves it UP on transport failures); each change is
+published as :class:`~discoverd.core.events.PeerStatusChanged`.
 
 Security: with TLS on, peers are reached over ``https`` with the node's client context (see
 ``server/tls.py``); with a peer secret, every request carries ``Authorization: Bearer <secret>``. A
@@ -24,13 +28,33 @@ import random
 import ssl
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import aiohttp
-import orjson
 
+from discoverd import jsoncodec
+from discoverd.core import repair
 from discoverd.core.backoff import Backoff
-from discoverd.core.replication import CANCEL, REGISTER, RENEW, PeerOp, PeerQueue, lane, register_op
+from discoverd.core.events import (
+    Cancelled,
+    Event,
+    InstancesSet,
+    PeersChanged,
+    PeerStatusChanged,
+    Registered,
+    Renewed,
+)
+from discoverd.core.replication import (
+    CANCEL,
+    REGISTER,
+    InstanceKey,
+    PeerOp,
+    PeerQueue,
+    fan_out,
+    lane,
+    peer_op,
+    register_op,
+)
 from discoverd.errors import BadRequest
 from discoverd.model import Instance
 
@@ -40,6 +64,15 @@ NODE_UP = 0
 NODE_LOST = 1
 OpFactory = Callable[[bool], PeerOp]
 """Builds the operation for a target: the argument is the ``replication`` flag to send."""
+
+
+@dataclass(frozen=True, slots=True)
+class NodeStatus:
+    """One row of ``/discovery/nodes``: a node of this zone and its status (0 UP, 1 LOST)."""
+
+    addr: str
+    status: int
+    zone: str
 
 
 @dataclass(slots=True, eq=False)
@@ -70,7 +103,20 @@ class Peer:
 
 
 class Replicator:
-    """The replication targets of one node and their workers. Not thread-safe (one loop)."""
+    """The replication targets of one node and their workers; a subscriber of the node's events.
+
+    ``spawn`` starts a worker in the node's task group; ``local_copy`` reads our copy of an instance
+    (for a -404 repair); ``adopt`` stores a peer's newer copy (-409); ``publish`` announces peer
+    status changes. Not thread-safe (one loop).
+    """
+
+    kinds: ClassVar[tuple[type[Event], ...]] = (
+        Registered,
+        Renewed,
+        Cancelled,
+        InstancesSet,
+        PeersChanged,
+    )
 
     def __init__(
         self,
@@ -79,8 +125,9 @@ class Replicator:
         me: str,
         queue_limit: int,
         spawn: Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]],
-        local_copy: Callable[[tuple[str, str, str, str]], Instance | None],
+        local_copy: Callable[[InstanceKey], Instance | None],
         adopt: Callable[[Instance], None],
+        publish: Callable[[Event], None],
         rng: random.Random | None = None,
         request_timeout: float = 5.0,
         senders: int = 4,
@@ -96,6 +143,7 @@ class Replicator:
         self._spawn = spawn
         self._local_copy = local_copy
         self._adopt = adopt
+        self._publish = publish
         self._rng = rng or random.Random()
         self._timeout = aiohttp.ClientTimeout(total=request_timeout)
         self._backoff = Backoff(base=0.05, cap=5.0, rng=self._rng.random)
@@ -111,6 +159,19 @@ class Replicator:
 
     def __repr__(self) -> str:
         return f"<Replicator own={sorted(self.own)} zones={sorted(self.remote)}>"
+
+    # -- events ----------------------------------------------------------------------------------
+
+    def on_event(self, event: Event) -> None:
+        """Queue a write for the peers it goes to (:func:`fan_out`), or follow a new peer set."""
+        if isinstance(event, PeersChanged):
+            self.set_peers(event.peers.own, event.peers.zone_map())
+        elif isinstance(event, Registered | Renewed | Cancelled | InstancesSet):
+            if not self.own and not self.remote:
+                return  # a single node (this is on every write's path)
+            own, cross_zone = fan_out(event, self.zone)
+            if own:
+                self.replicate(lambda r: peer_op(event, replication=r), cross_zone=cross_zone)
 
     # -- membership ------------------------------------------------------------------------------
 
@@ -145,14 +206,25 @@ class Replicator:
         for task in peer.tasks:
             task.cancel()
 
-    def nodes(self) -> list[dict[str, Any]]:
+    def nodes(self) -> list[NodeStatus]:
         """``/discovery/nodes``: this zone's nodes with their status (self is UP)."""
-        out = [{"addr": self.me, "status": NODE_UP, "zone": self.zone}]
-        out += [{"addr": a, "status": p.status, "zone": self.zone} for a, p in sorted(self.own.items())]
+        out = [NodeStatus(self.me, NODE_UP, self.zone)]
+        out += [NodeStatus(a, p.status, self.zone) for a, p in sorted(self.own.items())]
         return out
 
+    def peers(self) -> dict[str, Peer]:
+        """Every target by name: own-zone peers by address, other zones as ``zone:NAME``."""
+        return {**self.own, **{f"zone:{z}": p for z, p in self.remote.items()}}
+
+    def _set_status(self, peer: Peer, status: int) -> None:
+        if peer.status == status:
+            return
+        peer.status = status
+        name = peer.addr if peer.own_zone else f"zone:{peer.zone}"
+        self._publish(PeerStatusChanged(name, peer.addr, peer.zone, status == NODE_UP))
+
     def stats(self) -> dict[str, dict[str, int]]:
-        peers = {**self.own, **{f"zone:{z}": p for z, p in self.remote.items()}}
+        peers = self.peers()
         return {
             name: {
                 "pending": len(p.queue),
@@ -186,7 +258,7 @@ class Replicator:
     def lag(self) -> dict[str, float]:
         """Per peer, seconds the oldest unsent change has been waiting (0 when its queue is empty)."""
         now = asyncio.get_running_loop().time()
-        peers = {**self.own, **{f"zone:{z}": p for z, p in self.remote.items()}}
+        peers = self.peers()
         return {
             name: max(0.0, now - t) if (t := p.queue.oldest()) is not None else 0.0
             for name, p in peers.items()
@@ -236,51 +308,45 @@ class Replicator:
         try:
             async with self._http().post(url, data=op.params, timeout=self._timeout) as resp:
                 body = await resp.read()
-            doc = orjson.loads(body) if body else {}
-        except (aiohttp.ClientError, TimeoutError, OSError, orjson.JSONDecodeError) as exc:
+            doc = jsoncodec.loads(body) if body else {}
+        except (aiohttp.ClientError, TimeoutError, OSError, jsoncodec.DecodeError) as exc:
             log.info("replication to %s failed: %s", peer.addr, exc)
-            peer.status = NODE_LOST
+            self._set_status(peer, NODE_LOST)
             peer.rotate()
             return False
-        code = doc.get("code") if isinstance(doc, dict) else None
-        if code in (-401, -403):
+        verdict = repair.judge(op.action, doc)
+        if verdict.refused:
             self._refused(peer, op, doc)
             return True  # not retried: the same credentials would be refused again
         peer.sent += 1
-        peer.status = NODE_LOST if code == -500 else NODE_UP
-        if op.action == RENEW and op.key is not None:
-            replication = ("replication", "true") in op.params
-            if code == -404:
-                mine = self._local_copy(op.key)
-                if mine is not None:
-                    peer.queue.push(register_op(mine, replication=replication))
-            elif code == -409 and isinstance(doc, dict):
-                self._adopt_answer(doc.get("data"))
-        elif code not in (0, None) and op.action in (REGISTER, CANCEL):
-            log.debug("replication %s to %s answered %s", op.action, peer.addr, code)
+        self._set_status(peer, NODE_UP if verdict.up else NODE_LOST)
+        if verdict.push_copy and op.key is not None:
+            mine = self._local_copy(op.key)
+            if mine is not None:
+                peer.queue.push(register_op(mine, replication=("replication", "true") in op.params))
+        elif verdict.adopt is not None:
+            self._adopt(verdict.adopt)
+        elif verdict.problem:
+            log.warning("%s", verdict.problem)
+        elif op.action in (REGISTER, CANCEL) and repair.answer_code(doc) not in (0, None):
+            log.debug("replication %s to %s answered %s", op.action, peer.addr, repair.answer_code(doc))
         return True
 
-    def _refused(self, peer: Peer, op: PeerOp, doc: dict[str, Any]) -> None:
+    def _refused(self, peer: Peer, op: PeerOp, doc: object) -> None:
         peer.refused += 1
-        peer.status = NODE_LOST
+        self._set_status(peer, NODE_LOST)
+        message = doc.get("message") if isinstance(doc, dict) else None
+        code = repair.answer_code(doc)
         if peer.refused == 1 or peer.refused % 1000 == 0:
             log.warning(
                 "replication to %s refused (%s %s): check peer_secret on both nodes (%d refused)",
                 peer.addr,
-                doc.get("code"),
-                doc.get("message"),
+                code,
+                message,
                 peer.refused,
             )
         else:
-            log.debug("replication %s to %s refused: %s", op.action, peer.addr, doc.get("code"))
-
-    def _adopt_answer(self, data: object) -> None:
-        try:
-            theirs = Instance.from_wire(data)
-        except BadRequest as exc:
-            log.warning("ignoring a malformed -409 copy: %s", exc)
-            return
-        self._adopt(theirs)
+            log.debug("replication %s to %s refused: %s", op.action, peer.addr, code)
 
     # -- start-up sync -----------------------------------------------------------------------------
 
@@ -295,8 +361,8 @@ class Replicator:
         try:
             url = f"{self.scheme}://{addr}/discovery/fetch/all"
             async with self._http().get(url, timeout=self._timeout) as resp:
-                doc = orjson.loads(await resp.read())
-        except (aiohttp.ClientError, TimeoutError, OSError, orjson.JSONDecodeError) as exc:
+                doc = jsoncodec.loads(await resp.read())
+        except (aiohttp.ClientError, TimeoutError, OSError, jsoncodec.DecodeError) as exc:
             log.info("sync from %s failed: %s", addr, exc)
             return None
         if isinstance(doc, dict) and doc.get("code") in (-401, -403):
