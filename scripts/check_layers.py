@@ -20,6 +20,10 @@ Findings (one line each; the script exits 1 if there is any):
    import each third-party library; anything else imports the wrapper. A third-party library missing
    from the table is a finding too. The standard library is ``sys.stdlib_module_names``;
    ``core`` also imports none of :data:`CORE_FORBIDDEN` (it is synchronous and I/O-free).
+4. **Run-time patching**: assigning a function to another object's attribute (``obj.hook = lambda
+   ...``, ``obj.method = some_function``, ``obj.handler = self.method``: extending an object by
+   replacing its methods or setting hook attributes from outside), and ``# type: ignore[method-assign]``.
+   Collaborators are passed to constructors instead.
 
 Usage: ``python scripts/check_layers.py [--root PATH]`` (default: the repository's ``src/discoverd``).
 The last line is a summary: ``N module(s), M import edge(s), K cycle(s), F finding(s)``.
@@ -439,6 +443,54 @@ def cycle_finding(component: list[str], graph: Mapping[str, set[str]], imports: 
     )
 
 
+# -- run-time patching -----------------------------------------------------------------------------
+
+
+def patching_findings(module: Module) -> list[Finding]:
+    """Assignments of a function to another object's attribute in ``module`` (rule 4)."""
+    text = module.path.read_text()
+    tree = ast.parse(text, str(module.path))
+    functions = {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)}
+    out = [
+        Finding(display(module.path), number, "replaces a method (type: ignore[method-assign])")
+        for number, line in enumerate(text.splitlines(), 1)
+        if "method-assign" in line
+    ]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign):
+            targets, value = node.targets, node.value
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            targets, value = [node.target], node.value
+        else:
+            continue
+        for target in targets:
+            if _foreign_attribute(target) and _is_function(value, functions):
+                message = f"assigns a function to another object's attribute: {ast.unparse(node)[:80]}"
+                out.append(Finding(display(module.path), node.lineno, message))
+    return out
+
+
+def _foreign_attribute(target: ast.expr) -> bool:
+    """An attribute of something other than ``self``/``cls``."""
+    if not isinstance(target, ast.Attribute):
+        return False
+    return not (isinstance(target.value, ast.Name) and target.value.id in ("self", "cls"))
+
+
+def _is_function(value: ast.expr, functions: set[str]) -> bool:
+    """A lambda, a function of the module, or a method of ``self`` (named like a def of the module)."""
+    if isinstance(value, ast.Lambda):
+        return True
+    if isinstance(value, ast.Name):
+        return value.id in functions
+    return (
+        isinstance(value, ast.Attribute)
+        and isinstance(value.value, ast.Name)
+        and value.value.id == "self"
+        and value.attr in functions
+    )
+
+
 def check(root: Path) -> Report:
     """Every finding for the package at ``root``."""
     modules = discover(root)
@@ -451,6 +503,8 @@ def check(root: Path) -> Report:
     report.findings.extend(unknown_layers(modules))
     report.findings.extend(layer_findings(imports, root.name))
     report.findings.extend(third_party_findings(imports))
+    for module in modules.values():
+        report.findings.extend(patching_findings(module))
     report.findings.sort()
     graph = graph_of(imports)
     report.edges = sum(len(targets) for targets in graph.values())

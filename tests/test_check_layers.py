@@ -225,3 +225,37 @@ def test_module_outside_every_layer(tmp_path: Path) -> None:
 def test_tarjan_components() -> None:
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a", "d"}, "d": {"e"}, "e": {"d"}, "f": {"a"}, "g": set()}
     assert cl.strongly_connected(graph) == [["a", "b", "c"], ["d", "e"]]
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "def install(app: object) -> None:\n    app.hook = lambda: None  # type: ignore[attr-defined]\n",
+        "def handler() -> None:\n    pass\n\n\ndef install(app: object) -> None:\n"
+        "    app.handler = handler  # type: ignore[attr-defined]\n",
+        "class Wiring:\n    def on(self) -> None:\n        pass\n\n"
+        "    def wire(self, http: object) -> None:\n"
+        "        http.handler = self.on  # type: ignore[attr-defined]\n",
+    ],
+    ids=["lambda", "module-function", "bound-method"],
+)
+def test_assigning_a_function_to_another_objects_attribute(tmp_path: Path, source: str) -> None:
+    root = make_tree(tmp_path, {"server/patch.py": source})
+    found = messages(root)
+    assert len(found) == 1 and found[0].startswith("assigns a function to another object's attribute: ")
+
+
+def test_method_assign_ignore_is_reported(tmp_path: Path) -> None:
+    source = "def wrap(app: object) -> None:\n    app.evict = app.evict  # type: ignore[method-assign]\n"
+    root = make_tree(tmp_path, {"server/wrap.py": source})
+    assert "replaces a method (type: ignore[method-assign])" in messages(root)
+
+
+def test_data_assigned_to_other_objects_is_not_patching(tmp_path: Path) -> None:
+    source = (
+        "class Holder:\n    def __init__(self) -> None:\n        self.epoch = 1\n\n"
+        "    def mark(self, entry: object) -> None:\n"
+        "        entry.epoch = self.epoch  # type: ignore[attr-defined]\n"
+    )
+    root = make_tree(tmp_path, {"server/data.py": source})
+    assert messages(root) == []

@@ -188,6 +188,8 @@ def test_peer_op_reads_the_event() -> None:
     assert peer_op(Registered(ins, Source.CLIENT, True), replication=True).action == REGISTER
     renew = peer_op(Renewed(ins, Source.CLIENT, 0), replication=False)
     assert (renew.action, renew.key, dict(renew.params)["dirty_timestamp"]) == (RENEW, ins.key, "7")
+    assert renew.replication is False and dict(renew.params)["replication"] == "false"
     cancel = peer_op(Cancelled(ins, Source.CLIENT), replication=True)
     assert (cancel.action, dict(cancel.params)["latest_timestamp"]) == (CANCEL, "8")
+    assert cancel.replication is True and dict(cancel.params)["replication"] == "true"
     assert peer_op(InstancesSet("a", "dev", "z", "", (), 1, Source.CLIENT), replication=True).action == SET

@@ -40,6 +40,8 @@ class PeerOp:
     action: str
     params: list[tuple[str, str]]
     key: InstanceKey | None = None
+    replication: bool = False
+    """The ``replication`` flag in ``params``: sent to an own-zone peer (True) or another zone."""
     attempts: int = 0
     queued_at: float = 0.0
     """When the change was queued (the caller's monotonic clock); a coalesced renew keeps the first time."""
@@ -190,7 +192,7 @@ def register_op(ins: Instance, *, replication: bool) -> PeerOp:
         ("dirty_timestamp", str(ins.dirty_timestamp)),
         ("latest_timestamp", str(ins.latest_timestamp)),
     ]
-    return PeerOp(REGISTER, params, ins.key)
+    return PeerOp(REGISTER, params, ins.key, replication)
 
 
 def renew_op(ins: Instance, *, replication: bool) -> PeerOp:
@@ -199,7 +201,7 @@ def renew_op(ins: Instance, *, replication: bool) -> PeerOp:
         ("replication", _bool(replication)),
         ("dirty_timestamp", str(ins.dirty_timestamp)),
     ]
-    return PeerOp(RENEW, params, ins.key)
+    return PeerOp(RENEW, params, ins.key, replication)
 
 
 def cancel_op(ins: Instance, *, replication: bool) -> PeerOp:
@@ -208,7 +210,7 @@ def cancel_op(ins: Instance, *, replication: bool) -> PeerOp:
         ("replication", _bool(replication)),
         ("latest_timestamp", str(ins.latest_timestamp)),
     ]
-    return PeerOp(CANCEL, params, ins.key)
+    return PeerOp(CANCEL, params, ins.key, replication)
 
 
 def set_op(event: InstancesSet, *, replication: bool) -> PeerOp:
@@ -226,7 +228,7 @@ def set_op(event: InstancesSet, *, replication: bool) -> PeerOp:
     params += [("hostname", c.hostname) for c in changes]
     params += [("status", str(c.status)) for c in changes if c.status is not None]
     params += [("metadata", jsoncodec.dumps(c.metadata).decode()) for c in changes if c.metadata is not None]
-    return PeerOp(SET, params)
+    return PeerOp(SET, params, None, replication)
 
 
 Replicable = Registered | Renewed | Cancelled | InstancesSet

@@ -76,10 +76,6 @@ class Dispatcher:
         for kind in subscriber.kinds:
             self._routes[kind] = (*self._routes.get(kind, ()), subscriber.on_event)
 
-    def wants(self, kind: type[Event]) -> bool:
-        """Whether any subscriber takes events of ``kind``."""
-        return kind in self._routes
-
     def publish(self, event: Event | None) -> None:
         """Deliver ``event`` (``None``: nothing happened, nothing to do); see the module contract."""
         if event is None:

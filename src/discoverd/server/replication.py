@@ -323,7 +323,7 @@ class Replicator:
         if verdict.push_copy and op.key is not None:
             mine = self._local_copy(op.key)
             if mine is not None:
-                peer.queue.push(register_op(mine, replication=("replication", "true") in op.params))
+                peer.queue.push(register_op(mine, replication=op.replication))
         elif verdict.adopt is not None:
             self._adopt(verdict.adopt)
         elif verdict.problem:
