@@ -1801,7 +1801,8 @@ BENCHES: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
 }
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+def parser() -> argparse.ArgumentParser:
+    """The command line of the benchmarks (``bench/ab.py`` adds its own options to it)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("bench", nargs="*", help=f"benchmarks to run: {', '.join(BENCHES)} (default: all)")
     p.add_argument("--all", action="store_true", help="run every benchmark (the default)")
@@ -1865,6 +1866,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--gossip-repeat", type=int, default=3, help="gossip failure-detection rounds (3)")
     p.add_argument("--gossip-procs", type=int, default=1, help="gossip worker processes (1 = one loop)")
     p.add_argument("--json", type=Path, help="also write the results to this JSON file")
+    return p
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = parser()
     ns = p.parse_args(argv)
     unknown = [b for b in ns.bench if b not in BENCHES]
     if unknown:

@@ -85,3 +85,17 @@ def test_string_list_nil_is_null() -> None:
     assert wire.string_list([]) == b"null"
     assert wire.string_list(None) == b"null"
     assert wire.string_list(["a"]) == b'["a"]'
+
+
+def test_fetch_body_is_the_envelope_cached_until_the_app_changes() -> None:
+    r = Registry()
+    r.register(Instance(zone="z", env="e", appid="a", hostname="h1", addrs=["x"]), BIG)
+    app = r.apps[("a", "e")]
+    body = wire.fetch_body(app, "", UP)
+    assert body == wire.envelope(0, wire.instance_info(app, "", UP))
+    assert wire.fetch_body(app, "", UP) is body  # encoded once per version
+    r.renew("a", "e", "z", "h1", BIG + 5)  # renew timestamps are in the answer: the cache is dropped
+    fresh = wire.fetch_body(app, "", UP)
+    assert (
+        fresh is not body and orjson.loads(fresh)["data"]["instances"]["z"][0]["renew_timestamp"] == BIG + 5
+    )

@@ -1,5 +1,5 @@
 """Access tokens and the peer secret: specs, roles, appid scopes, -401/-403 envelopes, read protection,
-the ``token`` parameter, and the ``app.authorize`` contract the dashboard relies on."""
+the ``token`` parameter, and the gate the request pipeline asks."""
 
 from __future__ import annotations
 

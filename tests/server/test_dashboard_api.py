@@ -16,6 +16,7 @@ from discoverd.server import dashboard, pipeline
 from discoverd.server.answers import json_answer
 from discoverd.server.dashboard import Dashboard
 from discoverd.server.http import HttpConnection, HttpRequest
+from discoverd.server.logs import RequestScope
 from discoverd.server.replication import NODE_LOST, NODE_UP
 from discoverd.server.runner import Node
 from discoverd.testing import fast_config, running_node
@@ -269,11 +270,12 @@ async def test_client_gone_forgets_the_held_poll(node: Node, http: aiohttp.Clien
     writer.write(f"GET {STATE}?since={v} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
     await eventually(lambda: len(dash.held) == 1, what="the poll to be held")
     (held,) = dash.held
-    assert held.timer is not None
+    timer = held.timer
+    assert timer is not None and node.parking.count == 1
     writer.close()
     await writer.wait_closed()
     await eventually(lambda: not dash.held, what="the abort hook")
-    assert held.timer.cancelled()
+    assert timer.cancelled() and held.done and node.parking.count == 0
     del reader
 
 
@@ -333,7 +335,9 @@ async def test_the_auth_stage_asks_the_gate_for_the_state_path(node: Node) -> No
         seen.append((path, form.first("who")))
         return None if form.first("who") == "ok" else json_answer(-401, b'{"code":-401,"message":"no"}')
 
-    handler = pipeline.build(node.routes, lifecycle=node.lifecycle, gate=gate, observe=None, access_log=False)
+    handler = pipeline.build(
+        node.routes, scope=RequestScope(), lifecycle=node.lifecycle, gate=gate, observe=None, access_log=False
+    )
     conn = HttpConnection(node.http)
 
     def get(query: bytes) -> Any:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from discoverd.core.events import Source
+from discoverd.core.events import SOURCE_BY_FLAGS, Source
 from discoverd.core.params import ArgSpec, Field
 
 _ZONE_REQ = Field("zone", "Zone", rule="required")
@@ -34,7 +34,7 @@ class _Write:
 
     @property
     def source(self) -> Source:
-        return Source.of_request(self.replication, self.from_zone)
+        return SOURCE_BY_FLAGS[self.replication][self.from_zone]
 
 
 @dataclass(frozen=True, slots=True)

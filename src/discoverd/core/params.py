@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, Generic, Literal, TypeVar
 
 from discoverd.errors import BadRequest
@@ -192,6 +192,34 @@ class Field:
 T = TypeVar("T")
 
 
+Converter = Callable[[list[str] | None], Any]
+"""Turns a field's raw values (``None`` when the key is absent) into its bound value."""
+
+
+def _many(values: list[str] | None) -> list[str]:
+    return [v for v in values if v] if values else []
+
+
+def _split(values: list[str] | None) -> tuple[str, ...]:
+    return tuple(part for v in _many(values) for part in v.split(",") if part)
+
+
+_CONVERTERS: Final[dict[str, Converter]] = {
+    "bool": lambda vals: parse_go_bool(vals[0]) if vals else False,
+    "int": lambda vals: parse_go_int(vals[0]) if vals else 0,
+    "uint": lambda vals: parse_go_int(vals[0], unsigned=True, bits=32) if vals else 0,
+    "ints": lambda vals: tuple(parse_go_int(v) for v in _many(vals)),
+    "strs": lambda vals: tuple(_many(vals)),
+}
+
+
+def _converter(f: Field) -> Converter | None:
+    """``None`` for a plain string (the first value, or ""): :func:`bind` does that inline."""
+    if f.kind == "str":
+        return None
+    return _split if f.split_commas else _CONVERTERS[f.kind]
+
+
 @dataclass(frozen=True, slots=True)
 class ArgSpec(Generic[T]):
     """A Go argument struct (``ArgRegister``...): its name, its fields in declaration order, and the
@@ -200,23 +228,14 @@ class ArgSpec(Generic[T]):
     name: str
     fields: tuple[Field, ...]
     build: Callable[..., T]
+    plan: tuple[tuple[str, Converter | None], ...] = field(init=False, repr=False)
+    """Per field, its form key and converter: what :func:`bind` runs, computed once."""
+    required: tuple[int, ...] = field(init=False, repr=False)
+    """The positions of the fields with a validation rule."""
 
-
-def _convert(form: Form, f: Field) -> Any:
-    if f.kind == "str":
-        return form.first(f.key)
-    if f.kind == "bool":
-        return parse_go_bool(form.first(f.key))
-    if f.kind == "int":
-        return parse_go_int(form.first(f.key))
-    if f.kind == "uint":
-        return parse_go_int(form.first(f.key), unsigned=True, bits=32)
-    values = form.many(f.key)
-    if f.kind == "ints":
-        return tuple(parse_go_int(v) for v in values)
-    if f.split_commas:
-        return tuple(part for v in values for part in v.split(",") if part)
-    return tuple(values)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "plan", tuple((f.key, _converter(f)) for f in self.fields))
+        object.__setattr__(self, "required", tuple(i for i, f in enumerate(self.fields) if f.rule))
 
 
 class BindError(BadRequest):
@@ -229,20 +248,29 @@ def bind(form: Form, spec: ArgSpec[T]) -> T:
 
     Raises :class:`BindError` with the ``strconv`` text for the first unparsable field, else with the
     validator's text for every failed rule (one line each, in field order), as the Go server does.
+    Single-valued fields take the first value; repeated ones every non-empty value (:class:`Form`).
     """
+    raw = form.values.get
+    values: list[Any] = []
     try:
-        values = [_convert(form, f) for f in spec.fields]
+        for key, convert in spec.plan:
+            vals = raw(key)
+            values.append((vals[0] if vals else "") if convert is None else convert(vals))
     except BadRequest as exc:
         raise BindError(exc.message) from None
-    failures = [
+    for i in spec.required:
+        if not values[i]:
+            raise BindError(_validation_failures(spec, values))
+    return spec.build(*values)
+
+
+def _validation_failures(spec: ArgSpec[T], values: list[Any]) -> str:
+    return "\n".join(
         f"Key: '{spec.name}.{f.go_name}' Error:Field validation for '{f.go_name}' "
         f"failed on the '{f.rule}' tag"
         for f, value in zip(spec.fields, values, strict=True)
         if f.rule and not value
-    ]
-    if failures:
-        raise BindError("\n".join(failures))
-    return spec.build(*values)
+    )
 
 
 _SURROGATE: Final = re.compile("[\ud800-\udfff]")

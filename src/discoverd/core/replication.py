@@ -235,6 +235,8 @@ Replicable = Registered | Renewed | Cancelled | InstancesSet
 """The events a node forwards to its peers."""
 
 _FORWARDED = frozenset({Source.CLIENT, Source.ZONE, Source.NODE})
+_LEASED = (Renewed, Cancelled)
+"""Changes that go to other zones only for instances of the node's own zone."""
 
 
 def fan_out(event: Replicable, zone: str) -> tuple[bool, bool]:
@@ -247,7 +249,7 @@ def fan_out(event: Replicable, zone: str) -> tuple[bool, bool]:
     """
     if event.source not in _FORWARDED:
         return (False, False)
-    if isinstance(event, Renewed | Cancelled):
+    if isinstance(event, _LEASED):
         return (True, event.instance.zone == zone)
     return (True, event.source is not Source.ZONE)
 

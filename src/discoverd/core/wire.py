@@ -80,6 +80,16 @@ def instance_info(app: App, zone: str, status: int) -> bytes:
     return out
 
 
+def fetch_body(app: App, zone: str, status: int) -> bytes:
+    """The whole success body of a ``fetch`` (the envelope around :func:`instance_info`), cached per
+    app version like it: a fetch of an unchanged app copies no JSON."""
+    ck = ("fetch", zone, status)
+    cached = app.cache.get(ck)
+    if cached is None:
+        cached = app.cache[ck] = envelope(0, instance_info(app, zone, status))
+    return cached
+
+
 _RENEW_MARK = -0x5EED
 
 

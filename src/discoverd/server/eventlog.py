@@ -37,7 +37,7 @@ from discoverd.core.events import (
     Source,
 )
 from discoverd.model import Instance
-from discoverd.server.logs import request_id, request_peer
+from discoverd.server.logs import RequestScope, request_id
 
 events = logging.getLogger("discoverd.events")
 
@@ -58,6 +58,9 @@ class EventLog:
         PeerStatusChanged,
     )
 
+    def __init__(self, scope: RequestScope) -> None:
+        self.scope = scope
+
     def __repr__(self) -> str:
         return "<EventLog discoverd.events>"
 
@@ -66,47 +69,47 @@ class EventLog:
             return
         if isinstance(event, Registered):
             if event.new and event.source in _LOGGED_WRITES:
-                _registered(event)
+                self._registered(event)
         elif isinstance(event, Cancelled):
             if event.source in _LOGGED_WRITES:
                 i = event.instance
-                extra = _request_fields(_write("cancel", i.appid, i.env, i.zone, i.hostname), event.source)
+                extra = self._request_fields(
+                    _write("cancel", i.appid, i.env, i.zone, i.hostname), event.source
+                )
                 events.info("cancelled %s/%s", i.appid, i.hostname, extra=extra)
         elif isinstance(event, InstancesSet):
             if event.applied:
-                _set(event)
+                self._set(event)
         else:
             _node_event(event)
+
+    def _request_fields(self, out: dict[str, object], source: Source) -> dict[str, object]:
+        out["replication"] = source is Source.PEER
+        out["client"] = self.scope.peer
+        rid = request_id.get()
+        if rid:  # also without our handler's filter (e.g. another handler set up by an embedder)
+            out["request_id"] = rid
+        return out
+
+    def _registered(self, event: Registered) -> None:
+        i: Instance = event.instance
+        extra = _write("register", i.appid, i.env, i.zone, i.hostname)
+        extra["addrs"] = list(i.addrs)
+        extra["status"] = str(i.status)
+        extra = self._request_fields(extra, event.source)
+        events.info("registered %s/%s", i.appid, i.hostname, extra=extra)
+
+    def _set(self, event: InstancesSet) -> None:
+        hosts = [c.hostname for c in event.changes]
+        extra = _write("set", event.appid, event.env, event.zone, hosts)
+        extra["status"] = [str(c.status) for c in event.changes if c.status is not None]
+        self._request_fields(extra, event.source)
+        extra["metadata"] = any(c.metadata is not None for c in event.changes)
+        events.info("set %s/%s", event.appid, ",".join(hosts), extra=extra)
 
 
 def _write(kind: str, appid: str, env: str, zone: str, hostname: object) -> dict[str, object]:
     return {"event": kind, "appid": appid, "env": env, "zone": zone, "hostname": hostname}
-
-
-def _request_fields(out: dict[str, object], source: Source) -> dict[str, object]:
-    out["replication"] = source is Source.PEER
-    out["client"] = request_peer.get()
-    rid = request_id.get()
-    if rid:  # also without our handler's filter (e.g. another handler set up by an embedder)
-        out["request_id"] = rid
-    return out
-
-
-def _registered(event: Registered) -> None:
-    i: Instance = event.instance
-    extra = _write("register", i.appid, i.env, i.zone, i.hostname)
-    extra["addrs"] = list(i.addrs)
-    extra["status"] = str(i.status)
-    events.info("registered %s/%s", i.appid, i.hostname, extra=_request_fields(extra, event.source))
-
-
-def _set(event: InstancesSet) -> None:
-    hosts = [c.hostname for c in event.changes]
-    extra = _write("set", event.appid, event.env, event.zone, hosts)
-    extra["status"] = [str(c.status) for c in event.changes if c.status is not None]
-    _request_fields(extra, event.source)
-    extra["metadata"] = any(c.metadata is not None for c in event.changes)
-    events.info("set %s/%s", event.appid, ",".join(hosts), extra=extra)
 
 
 def _node_event(event: Event) -> None:

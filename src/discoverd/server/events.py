@@ -78,7 +78,7 @@ class Dispatcher:
 
     def publish(self, event: Event | None) -> None:
         """Deliver ``event`` (``None``: nothing happened, nothing to do); see the module contract."""
-        if event is None:
+        if event is None or type(event) not in self._routes:
             return
         if self._delivering:
             self._queue.append(event)
@@ -92,7 +92,7 @@ class Dispatcher:
             self._delivering = False
 
     def _deliver(self, event: Event) -> None:
-        for handler in self._routes.get(type(event), ()):
+        for handler in self._routes[type(event)]:
             try:
                 handler(event)
             except Exception:

@@ -5,7 +5,7 @@
   with ``time``, ``level``, ``logger``, ``message`` and every ``extra=`` field of the record.
 * A request carrying ``X-Request-Id`` (or a W3C ``traceparent``: its trace id) runs with
   :data:`request_id` set by the pipeline (``server/pipeline.py``), so every line logged while
-  handling it carries ``request_id``; :data:`request_peer` holds the client's address.
+  handling it carries ``request_id``; the node's :class:`RequestScope` holds the request itself.
 * The registry events themselves are logged by the event-log subscriber (``server/eventlog.py``).
 """
 
@@ -25,8 +25,26 @@ from discoverd.server.http import HttpRequest
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("discoverd_request_id", default="")
 """The id of the request being handled ("" outside a request that carried one)."""
 
-request_peer: contextvars.ContextVar[str] = contextvars.ContextVar("discoverd_request_peer", default="")
-"""The client address of the request being handled ("" outside a request)."""
+
+class RequestScope:
+    """The request a node is handling right now: set by the pipeline's first stage around the
+    synchronous part of each request, ``None`` between requests. One per node, read on the node's
+    loop (a plain attribute: handlers never await, so requests never interleave within it)."""
+
+    __slots__ = ("current",)
+
+    def __init__(self) -> None:
+        self.current: HttpRequest | None = None
+
+    def __repr__(self) -> str:
+        return f"<RequestScope {self.current!r}>"
+
+    @property
+    def peer(self) -> str:
+        """The client address of the current request ("" between requests)."""
+        req = self.current
+        return "" if req is None else req.peer
+
 
 _MAX_ID: Final = 128
 #: Attributes every LogRecord has: anything else on a record came from ``extra=``.

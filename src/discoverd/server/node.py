@@ -34,6 +34,7 @@ from discoverd.server.eventlog import EventLog
 from discoverd.server.events import Dispatcher
 from discoverd.server.http import HttpServer, bind_socket, socket_address
 from discoverd.server.lifecycle import Lifecycle
+from discoverd.server.logs import RequestScope
 from discoverd.server.metrics import Metrics
 from discoverd.server.parking import Parking
 from discoverd.server.parts import NodeParts
@@ -124,12 +125,13 @@ class Node:
             c, reg, self.counters, self.lifecycle, self.parking, self.replicator, self.persistence, self.clock
         )
         self.dashboard = Dashboard(parts, self.parking, loop) if c.dashboard else None
+        scope = RequestScope()
         for subscriber in (
             EventCounter(self.counters),
             self.persistence,
             self.membership,
             self.replicator,
-            EventLog(),
+            EventLog(scope),
             self.polls,
             self.dashboard,
         ):
@@ -150,6 +152,7 @@ class Node:
         self.gate = auth.gate_for(c)
         handler = pipeline.build(
             self.routes,
+            scope=scope,
             lifecycle=self.lifecycle,
             gate=self.gate,
             observe=self.metrics.latency.observe,

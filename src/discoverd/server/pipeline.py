@@ -5,8 +5,9 @@
     request ids + access log  →  auth  →  metrics  →  routing  →  the route's handler
 
 * **request ids + access log** (:func:`request_ids`): runs the rest with
-  :data:`~discoverd.server.logs.request_id` (from ``X-Request-Id`` or ``traceparent``) and
-  :data:`~discoverd.server.logs.request_peer` set, so every line logged meanwhile carries them;
+  :data:`~discoverd.server.logs.request_id` (from ``X-Request-Id`` or ``traceparent``) set, so every
+  line logged meanwhile carries it, and the request in the node's
+  :class:`~discoverd.server.logs.RequestScope` (the event log reads the client address there);
   with ``access_log`` on, logs one line per answered request on ``discoverd.access``.
 * **auth** (:func:`authenticating`, only with tokens or a peer secret): the
   :class:`~discoverd.server.auth.Gate` decides by path; a refusal is answered -401/-403 here.
@@ -31,7 +32,7 @@ from discoverd.errors import BadRequest
 from discoverd.server import answers
 from discoverd.server.http import Handler, HttpRequest, text_response
 from discoverd.server.lifecycle import Lifecycle
-from discoverd.server.logs import request_id, request_id_of, request_peer
+from discoverd.server.logs import RequestScope, request_id, request_id_of
 from discoverd.server.routes import Params, Route, RouteTable
 
 access = logging.getLogger("discoverd.access")
@@ -47,6 +48,7 @@ _NOT_ALLOWED = "405 method not allowed"
 def build(
     routes: RouteTable,
     *,
+    scope: RequestScope,
     lifecycle: Lifecycle,
     gate: Authorizer | None,
     observe: Callable[[str, float], None] | None,
@@ -58,17 +60,17 @@ def build(
         handler = timing(handler, observe)
     if gate is not None:
         handler = authenticating(handler, routes, gate)
-    return request_ids(handler, access_log=access_log)
+    return request_ids(handler, scope, access_log=access_log)
 
 
-def request_ids(inner: Handler, *, access_log: bool) -> Handler:
-    """Run ``inner`` with the request's id and address in the logging context."""
+def request_ids(inner: Handler, scope: RequestScope, *, access_log: bool) -> Handler:
+    """Run ``inner`` with the request in ``scope`` and its id in the logging context."""
 
     def handle(req: HttpRequest) -> bytes | None:
         headers = req.headers
         rid = request_id_of(req) if b"x-request-id" in headers or b"traceparent" in headers else ""
-        peer_token = request_peer.set(req.peer)
         id_token = request_id.set(rid) if rid else None
+        scope.current = req
         try:
             if not access_log:
                 return inner(req)
@@ -77,9 +79,9 @@ def request_ids(inner: Handler, *, access_log: bool) -> Handler:
             _log_access(req, answer, time.perf_counter() - started)
             return answer
         finally:
+            scope.current = req.form = None  # a held request keeps nothing it no longer needs
             if id_token is not None:
                 request_id.reset(id_token)
-            request_peer.reset(peer_token)
 
     return handle
 

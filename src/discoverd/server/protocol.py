@@ -127,7 +127,7 @@ class Endpoints:
             return answers.json_answer(-404, wire.envelope(-404, b"null"))
         if a.zone and a.zone not in app.zones:
             return answers.json_answer(-404, wire.envelope(-404, wire.empty_info(app.latest)))
-        return answers.json_answer(0, wire.envelope(0, wire.instance_info(app, a.zone, a.status)))
+        return answers.json_answer(0, wire.fetch_body(app, a.zone, a.status))
 
     def fetchs(self, req: HttpRequest, form: Form) -> bytes:
         a = bind(form, specs.FETCHS)

@@ -62,6 +62,7 @@ log = logging.getLogger("discoverd.replication")
 
 NODE_UP = 0
 NODE_LOST = 1
+_REPLICABLE = (Registered, Renewed, Cancelled, InstancesSet)
 OpFactory = Callable[[bool], PeerOp]
 """Builds the operation for a target: the argument is the ``replication`` flag to send."""
 
@@ -166,9 +167,7 @@ class Replicator:
         """Queue a write for the peers it goes to (:func:`fan_out`), or follow a new peer set."""
         if isinstance(event, PeersChanged):
             self.set_peers(event.peers.own, event.peers.zone_map())
-        elif isinstance(event, Registered | Renewed | Cancelled | InstancesSet):
-            if not self.own and not self.remote:
-                return  # a single node (this is on every write's path)
+        elif (self.own or self.remote) and isinstance(event, _REPLICABLE):  # a single node stops here
             own, cross_zone = fan_out(event, self.zone)
             if own:
                 self.replicate(lambda r: peer_op(event, replication=r), cross_zone=cross_zone)

@@ -1,0 +1,100 @@
+"""A/B: the same benchmarks on two source trees, alternated (A, B, A, B, ...) in one run.
+
+This 2-core machine is shared and noisy: a figure measured minutes apart says little, a ratio of
+figures measured side by side says more. ``ab.py`` runs the server of tree A, then of tree B, with
+the same load, ``--rounds`` times, and reports each run and the ratio of the medians (B / A).
+
+* **A** is a ``src`` directory of another checkout (for example a ``git worktree`` of the previous
+  commit: ``git worktree add /tmp/base HEAD~1``), given as ``--a-src /tmp/base/src``;
+* **B** is this checkout's ``src`` unless ``--b-src`` says otherwise.
+
+The server child runs with ``PYTHONPATH`` set to the tree's ``src``, so the same interpreter and
+dependencies serve both trees. Benchmarks: ``renew`` and ``fetch`` (wrk, req/s), ``polls`` (held
+polls: KB per held poll and ms until all are answered after one register, raw client).
+
+Usage::
+
+    .venv/bin/python bench/ab.py --a-src /tmp/base/src [--rounds 3] [--duration 10] [renew fetch polls]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import run as harness
+
+BENCHES: dict[
+    str, tuple[Callable[[argparse.Namespace], dict[str, Any]], Callable[[dict[str, Any]], float], str]
+] = {
+    "renew": (harness.bench_renew, lambda r: float(r["rps"]), "req/s"),
+    "fetch": (harness.bench_fetch, lambda r: float(r["rps"]), "req/s"),
+    "polls_kb": (harness.bench_polls, lambda r: float(r["runs"][0]["kb_per_poll"]), "KB per held poll"),
+    "polls_ms": (
+        harness.bench_polls,
+        lambda r: float(r["runs"][0]["all_answered_ms"]),
+        "ms until all answered",
+    ),
+}
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    p = harness.parser()
+    p.description = __doc__.splitlines()[0] if __doc__ else None
+    p.add_argument("--a-src", type=Path, required=True, help="the src directory of tree A")
+    p.add_argument("--b-src", type=Path, default=Path(__file__).resolve().parent.parent / "src")
+    p.add_argument("--rounds", type=int, default=3, help="A/B pairs per benchmark (3)")
+    a = p.parse_args(argv)
+    a.baseline = False
+    a.poll_clients = "raw"
+    return a
+
+
+def with_tree(
+    src: Path, fn: Callable[[argparse.Namespace], dict[str, Any]], a: argparse.Namespace
+) -> dict[str, Any]:
+    """Run ``fn`` with the server child importing discoverd from ``src``."""
+    before = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = str(src)
+    try:
+        return fn(a)
+    finally:
+        if before is None:
+            del os.environ["PYTHONPATH"]
+        else:
+            os.environ["PYTHONPATH"] = before
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parse(argv)
+    wanted = list(a.bench or ["renew", "fetch", "polls"])
+    results: dict[str, dict[str, list[float]]] = {}
+    for name in wanted:
+        keys = ["polls_kb", "polls_ms"] if name == "polls" else [name]
+        fn = BENCHES[keys[0]][0]
+        for key in keys:
+            results[key] = {"A": [], "B": []}
+        for round_no in range(a.rounds):
+            for side, src in (("A", a.a_src), ("B", a.b_src)):
+                harness.log(f"ab: {name} round {round_no + 1}/{a.rounds}, tree {side} ({src})")
+                r = with_tree(src, fn, a)
+                for key in keys:
+                    results[key][side].append(BENCHES[key][1](r))
+    print(f"A = {a.a_src}, B = {a.b_src}, {a.rounds} alternated round(s)", flush=True)
+    for key, sides in results.items():
+        ma, mb = statistics.median(sides["A"]), statistics.median(sides["B"])
+        runs = " ".join(f"A {x:,.1f} / B {y:,.1f}" for x, y in zip(sides["A"], sides["B"], strict=True))
+        print(
+            f"{key} ({BENCHES[key][2]}): median A {ma:,.2f}, B {mb:,.2f}, B/A {mb / ma:.3f} | {runs}",
+            flush=True,
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
