@@ -43,7 +43,15 @@ _SERVE_FLAGS: tuple[tuple[str, type, str], ...] = (
     ("--tls-cert", str, "PEM certificate chain: serve HTTPS (peers are reached over HTTPS too)"),
     ("--tls-key", str, "PEM private key for --tls-cert"),
     ("--tls-ca", str, "PEM CA bundle to verify peers' certificates (default: the system's)"),
-    ("--max-conns-per-host", int, "open connections accepted from one client address (default 512)"),
+    ("--max-conns-per-host", int, "connections of one client address allowed under pressure (512)"),
+    ("--max-connections", int, "open client connections (default 0: from the fd limit)"),
+    ("--header-timeout", float, "seconds to send a request's headers (default 10)"),
+    ("--body-timeout", float, "seconds to send a request's body (default 30)"),
+    ("--send-timeout", float, "seconds a client may leave answers unread (default 30)"),
+    ("--max-pipeline", int, "requests read ahead of their answers per connection (default 16)"),
+    ("--max-peers-per-zone", int, "peers taken from infra.discovery per zone (default 16)"),
+    ("--max-peer-zones", int, "other zones replicated to (default 16)"),
+    ("--max-label-values", int, "env/zone metric label values before 'other' (default 64)"),
     ("--max-polls", int, "long polls held at once; more are answered -503 (default 100000)"),
 )
 

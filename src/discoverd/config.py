@@ -101,7 +101,30 @@ class ServerConfig:
     tls_ca: str = ""
     """PEM CA bundle used to verify peers' certificates (default: the system's)."""
     max_conns_per_host: int = 512
-    """Open connections accepted from one client address; more are closed at once."""
+    """Open connections of one client address beyond which its new connections are refused while
+    the node is under connection pressure (``max_connections``); without pressure there is no
+    per-address limit, so clients behind one NAT, proxy or sidecar are served."""
+    max_connections: int = 0
+    """Open client connections at once; 0 derives it from the file-descriptor limit (whose soft value
+    is raised to the hard one at start), keeping descriptors for peers, snapshots and logs."""
+    header_timeout: float = 10.0
+    """Seconds a client has to send a request's line and headers once it started; then the
+    connection is closed (slow-header clients)."""
+    body_timeout: float = 30.0
+    """Seconds a client has to send a request's body once the headers are in."""
+    send_timeout: float = 30.0
+    """Seconds a connection's unsent answers may stay above the write buffer's high-water mark (a
+    client that does not read); then the connection is closed."""
+    max_pipeline: int = 16
+    """Requests read ahead of their answers on one connection; beyond it reading pauses."""
+    max_peers_per_zone: int = 16
+    """Replication peers taken from ``infra.discovery`` registrations in this zone (configured
+    ``nodes`` always count); more are ignored."""
+    max_peer_zones: int = 16
+    """Other zones replicated to (configured ``zones`` always count), each with at most
+    ``max_peers_per_zone`` nodes."""
+    max_label_values: int = 64
+    """Distinct env or zone values exported as metric labels; the rest are summed under ``other``."""
     max_polls: int = 100_000
     """Long polls held at once; beyond it a poll is answered -503 at once."""
     dashboard: bool = True
@@ -127,9 +150,21 @@ class ServerConfig:
             raise ConfigError("log_format must be text or json")
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ConfigError("tls_cert and tls_key go together")
-        for name in ("max_conns_per_host", "max_polls"):
+        for name in (
+            "max_conns_per_host",
+            "max_polls",
+            "max_pipeline",
+            "max_peers_per_zone",
+            "max_peer_zones",
+            "max_label_values",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1")
+        if self.max_connections < 0:
+            raise ConfigError("max_connections must be >= 0 (0: from the file-descriptor limit)")
+        for name in ("header_timeout", "body_timeout", "send_timeout"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive")
 
     def replace(self, **changes: Any) -> ServerConfig:
         return dataclasses.replace(self, **changes)

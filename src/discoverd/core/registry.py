@@ -159,12 +159,13 @@ class Registry:
         replicated renew), the event's code compares the caller's dirty timestamp: newer → -404 (the
         caller pushes a register), older → -409 (the caller adopts our copy), equal → 0.
         """
-        ins = self.get(appid, env, zone, hostname)
-        if ins is None:
+        app = self.apps.get((appid, env))  # one lookup: renew is the hot path
+        hosts = None if app is None else app.zones.get(zone)
+        ins = None if hosts is None else hosts.get(hostname)
+        if ins is None or app is None:
             return None
         ins.renew_timestamp = now
         self.guard.renewed()
-        app = self.apps[(appid, env)]
         app.cache.clear()
         code = 0
         if peer_dirty is not None:

@@ -78,22 +78,27 @@ class Dispatcher:
 
     def publish(self, event: Event | None) -> None:
         """Deliver ``event`` (``None``: nothing happened, nothing to do); see the module contract."""
-        if event is None or type(event) not in self._routes:
+        if event is None:
+            return
+        handlers = self._routes.get(type(event))
+        if handlers is None:
             return
         if self._delivering:
             self._queue.append(event)
             return
         self._delivering = True
         try:
-            self._deliver(event)
+            _deliver(handlers, event)
             while self._queue:
-                self._deliver(self._queue.popleft())
+                queued = self._queue.popleft()
+                _deliver(self._routes[type(queued)], queued)
         finally:
             self._delivering = False
 
-    def _deliver(self, event: Event) -> None:
-        for handler in self._routes[type(event)]:
-            try:
-                handler(event)
-            except Exception:
-                log.exception("subscriber %r failed on %s", handler, type(event).__name__)
+
+def _deliver(handlers: tuple[Handler, ...], event: Event) -> None:
+    for handler in handlers:
+        try:
+            handler(event)
+        except Exception:
+            log.exception("subscriber %r failed on %s", handler, type(event).__name__)

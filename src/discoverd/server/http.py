@@ -40,6 +40,11 @@ _REASONS: Final = {
 }
 MAX_HEADER_BYTES: Final = 64 * 1024
 MAX_PIPELINE: Final = 64
+_METHODS: Final = {m.encode(): m for m in ("GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "PATCH")}
+_PATHS: dict[bytes, str] = {}
+"""Raw request path → decoded path, for the first :data:`_MAX_CACHED_PATHS` short paths seen (the
+routes, in practice): at most 256 × 64 bytes whatever clients send."""
+_MAX_CACHED_PATHS: Final = 256
 
 
 class _Clock:
@@ -219,7 +224,9 @@ class HttpConnection(asyncio.Protocol):
         self._count_header_bytes(len(url))
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._count_header_bytes(len(name) + len(value))
+        self._header_bytes += len(name) + len(value)  # inline: once per header of every request
+        if self._header_bytes > MAX_HEADER_BYTES:
+            self._count_header_bytes(0)
         self._headers[name.lower()] = value
 
     def _count_header_bytes(self, n: int) -> None:
@@ -245,12 +252,16 @@ class HttpConnection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         raw_path, _, query = self._url.partition(b"?")
-        if b"%" in raw_path:
-            raw_path = unquote_to_bytes(raw_path)
+        path = _PATHS.get(raw_path)
+        if path is None:
+            path = (unquote_to_bytes(raw_path) if b"%" in raw_path else raw_path).decode("latin-1")
+            if len(_PATHS) < _MAX_CACHED_PATHS and len(raw_path) <= 64:
+                _PATHS[raw_path] = path
+        method = self._parser.get_method()
         req = HttpRequest(
             self,
-            self._parser.get_method().decode("latin-1"),
-            raw_path.decode("latin-1"),
+            _METHODS.get(method) or method.decode("latin-1"),
+            path,
             query,
             self._headers,
             b"".join(self._body),
@@ -274,7 +285,7 @@ class HttpConnection(asyncio.Protocol):
         if answer is None:
             self._current = req
         else:
-            self._write(req, answer)
+            self._write(req, answer, deferred=False)
 
     def finish(self, req: HttpRequest, answer: bytes) -> None:
         """Write the deferred answer of ``req``, then run the requests pipelined behind it."""
@@ -287,12 +298,13 @@ class HttpConnection(asyncio.Protocol):
         if not self._pending and self._transport and not self.closed:
             self._transport.resume_reading()
 
-    def _write(self, req: HttpRequest, answer: bytes) -> None:
+    def _write(self, req: HttpRequest, answer: bytes, *, deferred: bool = True) -> None:
         transport = self._transport
         if transport is None or self.closed:
             return
         transport.write(answer)
-        self.last_active = self._server.loop.time()
+        if deferred:  # an answer at once follows data_received, which set last_active already
+            self.last_active = self._server.loop.time()
         if not req.keep_alive:
             self._close()
 

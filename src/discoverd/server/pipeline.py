@@ -133,7 +133,7 @@ def routing(routes: RouteTable, lifecycle: Lifecycle) -> Handler:
             return text_response(405, _NOT_ALLOWED)
         if lifecycle.protected and route.gated:
             return answers.error(-500)
-        form = form_of(req, route)
+        form = req.form or form_of(req, route)  # parsed already when the auth stage ran
         if isinstance(form, bytes):
             return form
         try:

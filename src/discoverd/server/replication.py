@@ -165,9 +165,11 @@ class Replicator:
 
     def on_event(self, event: Event) -> None:
         """Queue a write for the peers it goes to (:func:`fan_out`), or follow a new peer set."""
+        if not self.own and not self.remote and type(event) is not PeersChanged:
+            return  # a single node stops here (this is on every write's path)
         if isinstance(event, PeersChanged):
             self.set_peers(event.peers.own, event.peers.zone_map())
-        elif (self.own or self.remote) and isinstance(event, _REPLICABLE):  # a single node stops here
+        elif isinstance(event, _REPLICABLE):
             own, cross_zone = fan_out(event, self.zone)
             if own:
                 self.replicate(lambda r: peer_op(event, replication=r), cross_zone=cross_zone)
