@@ -10,7 +10,7 @@ from pathlib import Path
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from discoverd.server.metrics import LATENCY_BUCKETS, LatencyTable
+from discoverd.server.metrics import LATENCY_BUCKETS, LatencyTable, RegistryCounts
 from discoverd.server.runner import Node
 from discoverd.testing import ServerProcess, fast_config, running_node
 from tests.helpers import Wire
@@ -285,3 +285,38 @@ async def test_replication_metrics_of_a_two_node_cluster(http: aiohttp.ClientSes
             m = await scrape(http, b.address)
             assert (value(m, "discoverd_replication_pending", peer=a.addr) or 0) >= 10
             assert value(m, "discoverd_replication_peer_up", peer=a.addr) == 0
+
+
+def label_values(samples: Samples, name: str, label: str) -> set[str]:
+    return {dict(labels)[label] for (n, labels), _ in samples.items() if n == name}
+
+
+async def test_client_chosen_env_and_zone_labels_are_capped(http: aiohttp.ClientSession) -> None:
+    async with running_node(fast_config(max_label_values=3)) as node:
+        wire = Wire(http, node.address)
+        for i in range(4):  # "big" has 4 instances in sh001: kept; the invented ones fold into "other"
+            await wire.register("a", f"big-{i}", env="big")
+        for i in range(40):
+            await wire.register("a", "h1", env=f"env{i:02d}", zone=f"zone{i:02d}")
+        m = await scrape(http, node.address)
+    envs = label_values(m, "discoverd_instances_by_zone", "env")
+    zones = label_values(m, "discoverd_instances_by_zone", "zone")
+    assert len(envs) <= 4 and len(zones) <= 4  # 3 named values + "other"
+    assert "big" in envs and "sh001" in zones and "other" in envs and "other" in zones
+    total = sum(v for (n, _), v in m.items() if n == "discoverd_instances_by_zone")
+    assert total == value(m, "discoverd_instances") == 45  # nothing lost by folding (+ infra.discovery)
+    apps = sum(v for (n, _), v in m.items() if n == "discoverd_apps_by_env")
+    assert apps == value(m, "discoverd_apps") and len(label_values(m, "discoverd_apps_by_env", "env")) <= 4
+
+
+def test_folding_keeps_the_values_with_the_most_instances() -> None:
+    counts = RegistryCounts(
+        instances={("a", "z1", "up"): 5, ("b", "z2", "up"): 3, ("c", "z3", "up"): 1, ("c", "z1", "up"): 1},
+        apps_by_zone={("a", "z1"): 1, ("b", "z2"): 1, ("c", "z3"): 1, ("c", "z1"): 1},
+        apps_by_env={"a": 1, "b": 1, "c": 2},
+    )
+    folded = counts.folded(2)
+    assert folded.instances == {("a", "z1", "up"): 5, ("b", "z2", "up"): 3, ("other", "other", "up"): 1,
+                                ("other", "z1", "up"): 1}  # fmt: skip
+    assert folded.apps_by_env == {"a": 1, "b": 1, "other": 2}
+    assert counts.folded(10) == counts

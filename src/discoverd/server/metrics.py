@@ -20,7 +20,8 @@ import operator
 import platform
 import time
 from collections import Counter
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import Final
 
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
@@ -29,6 +30,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from discoverd.core.params import Form
+from discoverd.core.registry import App
 from discoverd.model import UP, WAITING
 from discoverd.server.http import HttpRequest, HttpServer, build_response
 from discoverd.server.parts import NodeParts
@@ -116,6 +118,62 @@ class LatencyTable:
         return fam
 
 
+OTHER: Final = "other"
+"""The label value that env and zone values beyond ``max_label_values`` are summed under."""
+
+
+@dataclass(slots=True)
+class RegistryCounts:
+    """Instances by (env, zone, status) and apps by (env, zone) and env, read from the registry."""
+
+    instances: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    apps_by_zone: dict[tuple[str, str], int] = field(default_factory=dict)
+    apps_by_env: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, apps: Iterable[App]) -> RegistryCounts:
+        out = cls()
+        for app in apps:
+            env = app.env
+            out.apps_by_env[env] = out.apps_by_env.get(env, 0) + 1
+            for zone, hosts in app.zones.items():
+                out.apps_by_zone[(env, zone)] = out.apps_by_zone.get((env, zone), 0) + 1
+                for status, n in Counter(map(_status, hosts.values())).items():  # C loops: ~30 ns each
+                    key = (env, zone, _STATUS_NAMES.get(status, OTHER))
+                    out.instances[key] = out.instances.get(key, 0) + n
+        return out
+
+    def folded(self, cap: int) -> RegistryCounts:
+        """The same counts with at most ``cap`` env and ``cap`` zone label values: the values with
+        the most instances (ties by name) keep their name, the rest are summed under ``other``.
+
+        Env and zone are chosen by clients, so without this one client could make one series per
+        value it invents.
+        """
+        envs = _top(self.instances, 0, cap)
+        zones = _top(self.instances, 1, cap)
+        out = RegistryCounts()
+        for (env, zone, status), n in self.instances.items():
+            key = (envs.get(env, OTHER), zones.get(zone, OTHER), status)
+            out.instances[key] = out.instances.get(key, 0) + n
+        for (env, zone), n in self.apps_by_zone.items():
+            key2 = (envs.get(env, OTHER), zones.get(zone, OTHER))
+            out.apps_by_zone[key2] = out.apps_by_zone.get(key2, 0) + n
+        for env, n in self.apps_by_env.items():
+            label = envs.get(env, OTHER)
+            out.apps_by_env[label] = out.apps_by_env.get(label, 0) + n
+        return out
+
+
+def _top(instances: dict[tuple[str, str, str], int], part: int, cap: int) -> dict[str, str]:
+    """The ``cap`` values of label ``part`` (0 env, 1 zone) with the most instances, each to itself."""
+    totals: dict[str, int] = {}
+    for key, n in instances.items():
+        totals[key[part]] = totals.get(key[part], 0) + n
+    kept = sorted(totals, key=lambda v: (-totals[v], v))[:cap]
+    return {v: v for v in kept}
+
+
 class NodeCollector(Collector):
     """Reads one node's state at scrape time; see ``docs/metrics.md`` for every family."""
 
@@ -159,33 +217,23 @@ class NodeCollector(Collector):
         reg = self.parts.registry
         yield _gauge("discoverd_instances", "Registered instances (every env and zone).", reg.size)
         yield _gauge("discoverd_apps", "Registered (appid, env) pairs.", len(reg.apps))
-        by_zone: dict[tuple[str, str, str], int] = {}
-        apps_zone: dict[tuple[str, str], int] = {}
-        apps_env: dict[str, int] = {}
-        for app in reg.apps.values():
-            env = app.env
-            apps_env[env] = apps_env.get(env, 0) + 1
-            for zone, hosts in app.zones.items():
-                apps_zone[(env, zone)] = apps_zone.get((env, zone), 0) + 1
-                for status, n in Counter(map(_status, hosts.values())).items():  # C loops: ~30 ns each
-                    key = (env, zone, _STATUS_NAMES.get(status, "other"))
-                    by_zone[key] = by_zone.get(key, 0) + n
+        counts = RegistryCounts.of(reg.apps.values()).folded(self.parts.config.max_label_values)
         fam = GaugeMetricFamily(
             "discoverd_instances_by_zone",
             "Instances by env, zone and status.",
             labels=["env", "zone", "status"],
         )
-        for labels, n in sorted(by_zone.items()):
+        for labels, n in sorted(counts.instances.items()):
             fam.add_metric(list(labels), n)
         yield fam
         fam = GaugeMetricFamily(
             "discoverd_apps_by_zone", "Apps with at least one instance in the zone.", labels=["env", "zone"]
         )
-        for labels2, n in sorted(apps_zone.items()):
+        for labels2, n in sorted(counts.apps_by_zone.items()):
             fam.add_metric(list(labels2), n)
         yield fam
         fam = GaugeMetricFamily("discoverd_apps_by_env", "Apps by env.", labels=["env"])
-        for env, n in sorted(apps_env.items()):
+        for env, n in sorted(counts.apps_by_env.items()):
             fam.add_metric([env], n)
         yield fam
 
