@@ -238,8 +238,8 @@ class NodeCollector(Collector):
         yield fam
 
     def _events(self) -> Iterator[Metric]:
-        for field, value in self.parts.counters.as_dict().items():
-            name, doc = COUNTERS.get(field, (f"discoverd_{field}", f"The node's {field} count."))
+        for counter, value in self.parts.counters.as_dict().items():
+            name, doc = COUNTERS.get(counter, (f"discoverd_{counter}", f"The node's {counter} count."))
             fam = CounterMetricFamily(name, doc)
             fam.add_metric([], value)
             yield fam
@@ -308,8 +308,8 @@ class NodeCollector(Collector):
         for name, s in sorted(stats.items()):
             pending.add_metric([name], s["pending"])
             lag.add_metric([name], lags.get(name, 0.0))
-            for field, fam in counters.items():
-                fam.add_metric([name], s[field])
+            for counter, fam in counters.items():
+                fam.add_metric([name], s[counter])
             peer = peers.get(name)
             if peer is not None:
                 up.add_metric([name], int(peer.status == NODE_UP))
