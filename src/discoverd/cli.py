@@ -52,6 +52,7 @@ _SERVE_FLAGS: tuple[tuple[str, type, str], ...] = (
     ("--max-peers-per-zone", int, "peers taken from infra.discovery per zone (default 16)"),
     ("--max-peer-zones", int, "other zones replicated to (default 16)"),
     ("--max-label-values", int, "env/zone metric label values before 'other' (default 64)"),
+    ("--xds", str, "serve xDS (gRPC ADS) on HOST:PORT, for grpcio/grpc-go/Envoy xds:/// (extra [grpc])"),
     ("--max-polls", int, "long polls held at once; more are answered -503 (default 100000)"),
 )
 

@@ -125,6 +125,8 @@ class ServerConfig:
     ``max_peers_per_zone`` nodes."""
     max_label_values: int = 64
     """Distinct env or zone values exported as metric labels; the rest are summed under ``other``."""
+    xds: str = ""
+    """``HOST:PORT`` of the xDS (gRPC ADS) server; empty = no xDS server (grpcio is not imported)."""
     max_polls: int = 100_000
     """Long polls held at once; beyond it a poll is answered -503 at once."""
     dashboard: bool = True
@@ -134,6 +136,8 @@ class ServerConfig:
         split_hostport(self.addr)
         if self.advertise:
             split_hostport(self.advertise)
+        if self.xds:
+            split_hostport(self.xds)
         for n in (*self.nodes, *(a for nodes in self.zones.values() for a in nodes)):
             split_hostport(n)
         if self.zone in self.zones:
