@@ -54,6 +54,7 @@ RANK: Final[Mapping[str, int]] = {
     "backends": 4,
     "server": 5,
     "client": 5,
+    "grpc": 5,  # discoverd/grpc.py: xds:/// channels and their bootstrap, the client side of xDS
     "cli": 6,
     "testing": 6,
     "__init__": 7,
@@ -76,6 +77,15 @@ WRAPPERS: Final[Mapping[str, frozenset[str]]] = {
     # and the server's replication to its peers each wrap aiohttp on their own side.
     "aiohttp": frozenset({"discoverd.client.transport", "discoverd.server.replication"}),
     "httpx": frozenset({"discoverd.client.httpx_transport"}),
+    # grpcio: the server's xDS server and the client's xds:/// channels, one module on each side
+    # (server and client never import each other, so they cannot share one wrapper).
+    "grpc": frozenset({"discoverd.server.xds.server", "discoverd.grpc"}),
+    # xds-protos' generated Envoy messages and the protobuf runtime: one module names them all.
+    "envoy": frozenset({"discoverd.server.xds.protos"}),
+    "xds": frozenset({"discoverd.server.xds.protos"}),
+    "udpa": frozenset({"discoverd.server.xds.protos"}),
+    "validate": frozenset({"discoverd.server.xds.protos"}),
+    "google": frozenset({"discoverd.server.xds.protos"}),
 }
 
 #: Standard-library modules ``core`` never imports (a prefix matches its submodules too): sockets, processes,

@@ -89,6 +89,9 @@ def _parser() -> argparse.ArgumentParser:
     from discoverd.client.commands import add_client_commands
 
     add_client_commands(sub)
+    from discoverd.grpc import add_bootstrap_command
+
+    add_bootstrap_command(sub)
     return p
 
 
@@ -127,6 +130,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ns = _parser().parse_args(argv)
     if ns.command == "serve":
         return _serve(ns)
+    if ns.command == "xds-bootstrap":
+        from discoverd.grpc import bootstrap_command
+
+        return bootstrap_command(ns)
     from discoverd.client.commands import run_client_command
 
     return run_client_command(ns)
