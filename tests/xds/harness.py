@@ -6,6 +6,7 @@
 * :class:`Registrar` — register / cancel / set over the HTTP protocol;
 * :class:`XdsClient` — ``tests/xds/client_proc.py`` in a child process (grpcio's own xDS client),
   stopped by PID;
+* :class:`RawAds` — a bare ADS stream, for what a real xDS client does not show;
 * :func:`until` — poll a coroutine until its answer satisfies a check, with a deadline.
 """
 
@@ -25,6 +26,7 @@ import aiohttp
 import grpc
 
 from discoverd.server.runner import Node
+from discoverd.server.xds import protos
 from discoverd.server.xds.server import XdsServer
 from discoverd.testing import fast_config, running_node
 
@@ -190,3 +192,41 @@ async def until(
         if check(value):
             return value
         assert time.monotonic() < deadline, f"timed out waiting for {what or 'a condition'}: last {value!r}"
+
+
+class RawAds:
+    """A bare ADS stream over ``grpc.aio`` (no xDS client logic): send requests, read responses."""
+
+    def __init__(self, target: str, *, credentials: Any = None, metadata: tuple[tuple[str, str], ...] = ()):
+        self.target, self.credentials, self.metadata = target, credentials, metadata
+        self.channel: Any = None
+        self.call: Any = None
+
+    async def __aenter__(self) -> RawAds:
+        if self.credentials is None:
+            self.channel = grpc.aio.insecure_channel(self.target)
+        else:
+            self.channel = grpc.aio.secure_channel(self.target, self.credentials)
+        service, method = protos.ADS_METHOD
+        self.call = self.channel.stream_stream(
+            f"/{service}/{method}",
+            request_serializer=protos.DiscoveryRequest.SerializeToString,
+            response_deserializer=protos.DiscoveryResponse.FromString,
+        )(metadata=self.metadata)
+        return self
+
+    async def send(self, type_url: str, *names: str, nonce: str = "", error: str = "", **node: str) -> None:
+        req = protos.DiscoveryRequest(type_url=type_url, resource_names=names, response_nonce=nonce)
+        if node:
+            req.node.id = node.get("node_id", "raw")
+            req.node.locality.zone = node.get("zone", "")
+            req.node.metadata.update({"env": node.get("env", "dev")})
+        if error:
+            req.error_detail.message = error
+        await self.call.write(req)
+
+    async def recv(self, timeout: float = 5.0) -> Any:
+        return await asyncio.wait_for(self.call.read(), timeout)
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.channel.close()
