@@ -21,6 +21,7 @@ import pytest
 from discoverd.grpc import bootstrap
 from discoverd.server.xds.server import XdsServer
 from discoverd.server.xds.stats import XdsStats
+from discoverd.testing import fast_config, running_node
 from tests.xds.harness import Registrar, XdsClient, backends, until, xds_client, xds_node
 
 
@@ -181,3 +182,23 @@ async def test_clients_survive_a_registry_restart(session: aiohttp.ClientSession
 async def stats(xds: XdsServer) -> XdsStats:
     await asyncio.sleep(0.01)
     return xds.stats()
+
+
+async def test_changes_replicated_from_a_peer_reach_the_clients_of_every_node(
+    session: aiohttp.ClientSession,
+) -> None:
+    async with (
+        running_node(fast_config(hostname="A")) as a,
+        xds_node(hostname="B", nodes=(a.address,)) as (b, xds),
+        backends("one", "two") as bs,
+    ):
+        on_a = Registrar(session, a.address)
+        await on_a.register("echo", "one", bs["one"].addr)
+        async with xds_client(bootstrap(xds.address, env="dev", zone="z1")) as client:
+            # registered on A, served by B's xDS server from B's own registry
+            await until(lambda: client.calls("echo", 5), only("one"), within=10.0, what="replicated")
+            await on_a.register("echo", "two", bs["two"].addr)
+            await until(lambda: client.calls("echo", 10), only("one", "two"), what="a replicated register")
+            await on_a.cancel("echo", "one")
+            await until(lambda: client.calls("echo", 10), only("two"), what="a replicated cancel")
+        assert b.registry.app("echo", "dev") is not None

@@ -69,7 +69,7 @@ class Pump:
 class Env:
     def __init__(self) -> None:
         self.registry = Registry()
-        self.hub = Hub(self.registry, default_env="dev", clock=lambda: 1.0)
+        self.hub = Hub(self.registry, default_env="dev", clock=lambda: 1_000_000_000)
         self.now = 1
 
     def register(self, instance: Instance) -> None:
@@ -126,6 +126,7 @@ async def test_node_identity_comes_from_the_first_request_and_stays() -> None:
             "ipv4:127.0.0.1:1",
         )
         assert client.watching == {"listener": ("app",), "cluster": ("app",)}
+        assert (client.since, client.region, client.nacks) == (1.0, "", 0)
 
 
 async def test_without_env_metadata_the_servers_env_is_used() -> None:

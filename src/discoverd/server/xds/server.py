@@ -62,8 +62,9 @@ class State(enum.Enum):
 class XdsServer:
     """ADS (xDS v3, state of the world) from ``registry``; see the module doc.
 
-    ``addr`` overrides ``config.xds``; ``clock`` gives wall seconds (stream start times).
-    One event loop; :meth:`on_event` is synchronous and never blocks.
+    ``addr`` overrides ``config.xds``; ``clock`` is the node's (nanoseconds since the epoch; stream
+    start times). Raises :class:`ConfigError` without an address or for bad token specs. One event
+    loop; :meth:`on_event` is synchronous and never blocks.
     """
 
     kinds: tuple[type[Event], ...] = CONTENT
@@ -74,7 +75,7 @@ class XdsServer:
         registry: Registry,
         *,
         addr: str = "",
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], int] = time.time_ns,
     ) -> None:
         self.config = config
         self.addr = addr or config.xds

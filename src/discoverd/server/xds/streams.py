@@ -218,11 +218,11 @@ class Stream:
 class Hub:
     """Every open stream, indexed by the apps they watch; told of registry changes.
 
-    ``default_env`` is the env of a client whose node metadata names none; ``clock`` gives wall
-    seconds (for :attr:`Stream.since`). Counters are per type (``stats.KINDS``).
+    ``default_env`` is the env of a client whose node metadata names none; ``clock`` gives
+    nanoseconds since the epoch (for :attr:`Stream.since`). Counters are per type (``stats.KINDS``).
     """
 
-    def __init__(self, registry: Registry, *, default_env: str, clock: Callable[[], float]) -> None:
+    def __init__(self, registry: Registry, *, default_env: str, clock: Callable[[], int]) -> None:
         self.resources = Resources(registry)
         self._default_env = default_env
         self._clock = clock
@@ -239,7 +239,7 @@ class Hub:
 
     def open(self, peer: str) -> Stream:
         """A new stream (close it with :meth:`close`)."""
-        stream = Stream(self, peer, self._clock(), self._default_env)
+        stream = Stream(self, peer, self._clock() / 1e9, self._default_env)
         self._streams.add(stream)
         self.opened += 1
         return stream
