@@ -259,3 +259,23 @@ def test_data_assigned_to_other_objects_is_not_patching(tmp_path: Path) -> None:
     )
     root = make_tree(tmp_path, {"server/data.py": source})
     assert messages(root) == []
+
+
+def test_grpc_and_the_generated_messages_have_one_wrapper_on_each_side(tmp_path: Path) -> None:
+    root = make_tree(
+        tmp_path,
+        {
+            "grpc.py": "def channel() -> None:\n    import grpc\n",
+            "server/xds/__init__.py": "",
+            "server/xds/server.py": "import grpc\n",
+            "server/xds/protos.py": "from envoy.config import listener_pb2\nfrom google.protobuf import any_pb2\n",
+            "server/xds/streams.py": "import grpc\nfrom envoy.config import listener_pb2\n",
+            "client/calls.py": "from discoverd import grpc\n",
+        },
+    )
+    assert messages(root) == [
+        "grpc is wrapped by discoverd.grpc and discoverd.server.xds.server; discoverd.server.xds.streams "
+        "imports it directly (import grpc)",
+        "envoy is wrapped by discoverd.server.xds.protos; discoverd.server.xds.streams imports it directly "
+        "(from envoy.config import listener_pb2)",
+    ]
