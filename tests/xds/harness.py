@@ -131,12 +131,13 @@ class Registrar:
 class XdsClient:
     """grpcio's xDS client in a child process (``client_proc.py``); see :meth:`calls`."""
 
-    def __init__(self, bootstrap: Mapping[str, Any] | Path) -> None:
+    def __init__(self, bootstrap: Mapping[str, Any] | Path, *, env: Mapping[str, str] | None = None) -> None:
         """``bootstrap``: the JSON (``GRPC_XDS_BOOTSTRAP_CONFIG``), or a file (``GRPC_XDS_BOOTSTRAP``)."""
         if isinstance(bootstrap, Path):
             self.env = {"GRPC_XDS_BOOTSTRAP": str(bootstrap)}
         else:
             self.env = {"GRPC_XDS_BOOTSTRAP_CONFIG": json.dumps(bootstrap)}
+        self.env |= env or {}
         self.proc: asyncio.subprocess.Process | None = None
 
     async def start(self) -> XdsClient:
@@ -174,8 +175,10 @@ class XdsClient:
 
 
 @contextlib.asynccontextmanager
-async def xds_client(bootstrap: Mapping[str, Any] | Path) -> AsyncIterator[XdsClient]:
-    client = await XdsClient(bootstrap).start()
+async def xds_client(
+    bootstrap: Mapping[str, Any] | Path, *, env: Mapping[str, str] | None = None
+) -> AsyncIterator[XdsClient]:
+    client = await XdsClient(bootstrap, env=env).start()
     try:
         yield client
     finally:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import logging
 import subprocess
 import sys
@@ -14,7 +16,7 @@ import pytest
 
 from discoverd.core.registry import Registry
 from discoverd.errors import ConfigError
-from discoverd.grpc import bootstrap
+from discoverd.grpc import CALL_CREDS_VAR, bootstrap
 from discoverd.model import Instance
 from discoverd.server.xds.protos import ENDPOINTS, LISTENER
 from discoverd.server.xds.server import State, XdsServer
@@ -164,3 +166,37 @@ print("LOADED", loaded)
 def test_nothing_of_grpc_is_imported_unless_the_xds_server_is_used() -> None:
     out = subprocess.run([sys.executable, "-c", LAZY], capture_output=True, text=True, timeout=60, check=True)
     assert "LOADED []" in out.stdout, out.stdout + out.stderr
+
+
+def jwt_shaped(expires: float) -> str:
+    """A token grpcio accepts as a JWT (it reads ``exp``); discoverd compares it as an opaque token."""
+
+    def part(obj: dict[str, object]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
+
+    return f"{part({'alg': 'none', 'typ': 'JWT'})}.{part({'exp': int(expires)})}.c2ln"
+
+
+async def test_a_grpcio_client_presents_the_token_of_its_bootstrap(pki: Pki, tmp_path: Path) -> None:
+    token = jwt_shaped(time.time() + 3600)
+    (tmp_path / "token").write_text(token)
+    config = fast_config(
+        tls_cert=str(pki.cert), tls_key=str(pki.key), tokens=(f"{token}:read",), protect_reads=True
+    )
+    registry = Registry()
+    xds = XdsServer(config, registry, addr="127.0.0.1:0")
+    address = await xds.start()
+    try:
+        async with backends("guarded") as bs:
+            instance = Instance(
+                zone="z1", env="dev", appid="app", hostname="guarded", addrs=[bs["guarded"].addr]
+            )
+            xds.on_event(registry.register(instance, 1))
+            boot = bootstrap(
+                address, env="dev", zone="z1", ca_file=str(pki.ca), token_file=str(tmp_path / "token")
+            )
+            async with xds_client(boot, env={CALL_CREDS_VAR: "true"}) as client:
+                assert await client.calls("app", 3) == ["guarded"] * 3
+        assert xds.stats().refused == 0
+    finally:
+        await xds.aclose()
