@@ -2,7 +2,8 @@
 
 Starts a node in this process (``discoverd.testing.running_node``), registers one instance through
 the node's request handler (``node.http.handler``: the whole server-side path of a request after
-parsing), then times ``--calls`` renews and fetches through the same handler, best of ``--repeat``.
+parsing), then times ``--calls`` renews, fetches and registers of new hostnames through the same
+handler, best of ``--repeat``.
 Run it with ``PYTHONPATH=<tree>/src`` to measure another source tree (A/B): it only uses names
 both the current and earlier trees have.
 
@@ -56,9 +57,16 @@ async def main(a: argparse.Namespace) -> None:
             return answer
 
         call("POST", "/discovery/register", b"", REGISTER)
+        hosts = iter(range(10**9))
+
+        def register_new() -> bytes:  # a new hostname every time, as a registration storm sends
+            body = REGISTER.replace(b"hostname=h1", b"hostname=r%d" % next(hosts))
+            return call("POST", "/discovery/register", b"", body)
+
         cases = {
             "renew": lambda: call("POST", "/discovery/renew", b"", RENEW),
             "fetch": lambda: call("GET", "/discovery/fetch", FETCH, b""),
+            "register": register_new,
         }
         if a.profile:
             prof = cProfile.Profile()
@@ -75,6 +83,6 @@ if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--calls", type=int, default=50_000)
     p.add_argument("--repeat", type=int, default=5)
-    p.add_argument("--profile", choices=("renew", "fetch"))
+    p.add_argument("--profile", choices=("renew", "fetch", "register"))
     asyncio.run(main(p.parse_args()))
     sys.exit(0)

@@ -17,6 +17,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final, Generic, Literal, TypeVar
+from urllib.parse import unquote_to_bytes
 
 from discoverd.errors import BadRequest
 
@@ -26,27 +27,22 @@ Rule = Literal["", "required", "gt"]
 _INT64_MAX: Final = (1 << 63) - 1
 _UINT32_MAX: Final = (1 << 32) - 1
 _TRUE: Final = frozenset({"1", "t", "T", "TRUE", "true", "True"})
-_HEX: Final = frozenset(b"0123456789abcdefABCDEF")
+_BAD_ESCAPE: Final = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 _DIGIT_RUN: Final = re.compile(r"[0-9]*", re.ASCII)
 
 
 def _unescape(raw: bytes) -> str:
-    """Go ``QueryUnescape`` of one key or value, then strict UTF-8 decoding."""
+    """Go ``QueryUnescape`` of one key or value, then strict UTF-8 decoding.
+
+    The first ``%`` not followed by two hex digits is refused with its text (``invalid URL escape
+    "%zz"``, at most 3 characters, as Go shows it); ``+`` is a space.
+    """
     if b"%" in raw:
-        i = raw.find(b"%")
-        while i != -1:
-            esc = raw[i + 1 : i + 3]
-            if len(esc) != 2 or esc[0] not in _HEX or esc[1] not in _HEX:
-                shown = raw[i : i + 3].decode("latin-1")
-                raise BadRequest(f'invalid URL escape "{shown}"')
-            i = raw.find(b"%", i + 3)
-        raw = raw.replace(b"+", b" ")
-        parts = raw.split(b"%")
-        out = bytearray(parts[0])
-        for part in parts[1:]:
-            out.append(int(part[:2], 16))
-            out += part[2:]
-        raw = bytes(out)
+        bad = _BAD_ESCAPE.search(raw)
+        if bad is not None:
+            shown = raw[bad.start() : bad.start() + 3].decode("latin-1")
+            raise BadRequest(f'invalid URL escape "{shown}"')
+        raw = unquote_to_bytes(raw.replace(b"+", b" "))
     elif b"+" in raw:
         raw = raw.replace(b"+", b" ")
     try:
@@ -69,12 +65,16 @@ def parse_urlencoded(raw: bytes, into: dict[str, list[str]]) -> None:
                 k, _, v = seg.partition("=")
                 into.setdefault(k, []).append(v)
         return
-    for segment in raw.split(b"&"):
-        if not segment:
-            continue
-        key, _, value = segment.partition(b"=")
-        k = _unescape(key)
-        into.setdefault(k, []).append(_unescape(value))
+    try:
+        for segment in raw.split(b"&"):
+            if not segment:
+                continue
+            key, _, value = segment.partition(b"=")
+            k = _unescape(key) if b"%" in key or b"+" in key else key.decode("utf-8")
+            v = _unescape(value) if b"%" in value or b"+" in value else value.decode("utf-8")
+            into.setdefault(k, []).append(v)
+    except UnicodeDecodeError:
+        raise BadRequest("parameters must be valid UTF-8 text") from None
 
 
 class Form:
