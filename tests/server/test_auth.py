@@ -237,8 +237,9 @@ async def test_peer_secret_is_for_peers_only(locked: tuple[Node, Client]) -> Non
     assert (await c.get("fetch", {"env": "dev", "appid": "svc", "status": "1"}, "peer-s"))[0] == -401
     code, message, _ = await c.post("register", reg(hostname="h4", replication="true"), "adm-tok")
     assert code == -401 and "peer secret" in message
-    assert (await c.post("register", reg(hostname="h5", from_zone="true"), "w-tok"))[0] == 0
-    assert size(node) == 4  # infra.discovery, h1, h2, h5
+    code, message, _ = await c.post("register", reg(hostname="h5", from_zone="true"), "w-tok")
+    assert code == -401 and "peer secret" in message  # a client token does not pass as another zone
+    assert size(node) == 3  # infra.discovery, h1, h2
 
 
 async def test_peer_secret_alone_leaves_clients_open() -> None:
@@ -246,7 +247,9 @@ async def test_peer_secret_alone_leaves_clients_open() -> None:
         assert (await c.post("register", reg()))[0] == 0
         assert (await c.post("register", reg(hostname="h2", replication="true")))[0] == -401
         assert (await c.post("register", reg(hostname="h2", replication="true"), "peer-s"))[0] == 0
-        assert size(node) == 3
+        assert (await c.post("register", reg(hostname="h3", from_zone="true")))[0] == -401
+        assert (await c.post("register", reg(hostname="h3", from_zone="true"), "peer-s"))[0] == 0
+        assert size(node) == 4
 
 
 # -- the authorize contract (dashboard) ---------------------------------------------------------------

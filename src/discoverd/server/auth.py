@@ -26,11 +26,13 @@ every other path (``fetch``, ``fetchs``, ``fetch/all``,       any token, only wh
 The token is read from ``Authorization: Bearer TOKEN``, else from a ``token`` form or query
 parameter (for clients that cannot set headers; the protocol binders never read that key).
 
-Peers: a write with ``replication=true`` comes from a peer. With ``peer_secret`` set it must carry
-``Authorization: Bearer <peer_secret>`` (tokens are not accepted for it); without one it needs an
-``admin`` token. The secret is accepted on nothing else but writes flagged as coming from a peer
-(``replication=true`` or ``from_zone=true``, the cross-zone form) and the start-up sync read
-``/discovery/fetch/all`` — it never stands in for a client's token.
+Peers: a write with ``replication=true`` (own zone) or ``from_zone=true`` (forwarded by another
+zone's node) comes from a peer. With ``peer_secret`` set it must carry ``Authorization: Bearer
+<peer_secret>`` (tokens are not accepted for it): such writes are what makes an ``infra.discovery``
+registration count as a replication peer (``core/cluster.py``). Without a secret, a replicated write
+needs an ``admin`` token and a ``from_zone`` write is checked like a client's. The secret is accepted
+on nothing else but those writes and the start-up sync read ``/discovery/fetch/all`` — it never
+stands in for a client's token.
 
 Refusals keep the protocol envelope with HTTP 200 and ``Kratos-Status-Code``: **-401**
 ``unauthorized: …`` (no token, unknown token, wrong peer secret) and **-403** ``forbidden: …`` (a
@@ -200,11 +202,14 @@ class Gate:
     def _write(self, req: HttpRequest, form: Form) -> bytes | None:
         token = presented_token(req, form)
         replicated = parse_go_bool(form.first("replication"))
-        if (replicated or parse_go_bool(form.first("from_zone"))) and self._is_peer(token):
+        from_zone = parse_go_bool(form.first("from_zone"))
+        if (replicated or from_zone) and self._is_peer(token):
             return None
+        if self._peer and replicated:
+            return _refusal(UNAUTHORIZED, "unauthorized: replicated writes need the peer secret")
+        if self._peer and from_zone:
+            return _refusal(UNAUTHORIZED, "unauthorized: cross-zone writes (from_zone) need the peer secret")
         if replicated:
-            if self._peer:
-                return _refusal(UNAUTHORIZED, "unauthorized: replicated writes need the peer secret")
             return self._check(token, Role.ADMIN, None)
         if not self._grants:
             return None  # only a peer secret is configured: client writes stay open
@@ -264,7 +269,7 @@ def gate_for(config: ServerConfig) -> Gate | None:
         len(grants),
         roles,
         "protected" if gate.protect_reads else "open",
-        "required on replicated writes" if config.peer_secret else "not set",
+        "required on peer writes" if config.peer_secret else "not set",
     )
     return gate
 

@@ -1,8 +1,11 @@
 """Cluster wiring of a node: its peer set (configuration + ``infra.discovery``) and start-up sync.
 
-* :class:`Membership` is the subscriber that keeps the peer set: whenever this env's
-  ``infra.discovery`` changes it recomputes :func:`~discoverd.core.cluster.desired_peers` and
-  publishes :class:`~discoverd.core.events.PeersChanged` when the set moved (the replicator follows).
+* :class:`Membership` is the subscriber that keeps the peer set: it hands each registry change to
+  :class:`~discoverd.core.cluster.PeerAdmission` (who counts as a peer, the caps, arrival order; O(1)
+  per change) and publishes :class:`~discoverd.core.events.PeersChanged` when the admitted set
+  moved (the replicator follows). Registrations ignored for replication (beyond the caps, or not
+  authenticated as a peer while a peer secret is set) are counted in :attr:`Membership.ignored` and
+  logged at most once per minute, aggregated.
 * :func:`sync_from_peers` (spec §6.5): ``fetch/all`` from every own-zone peer and one node per other
   zone; every answer is stored as-is (:class:`~discoverd.core.events.Loaded`); one success ends
   start-up protect.
@@ -12,54 +15,115 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from typing import ClassVar
 
 from discoverd.config import ServerConfig
-from discoverd.core.cluster import desired_peers, peers_changed
-from discoverd.core.events import CONTENT, Event, PeerSet, Source, changed_apps
+from discoverd.core.cluster import Admission, PeerAdmission, peers_changed
+from discoverd.core.events import CONTENT, Event, Loaded, PeerSet, Source
 from discoverd.core.registry import Registry
-from discoverd.model import INFRA_APPID
+from discoverd.core.throttle import Report, Throttle
+from discoverd.model import INFRA_APPID, Instance
 from discoverd.server.replication import Replicator
 
 log = logging.getLogger("discoverd.cluster")
 
+LOG_INTERVAL = 60.0
+"""Seconds between two summary lines about ignored ``infra.discovery`` registrations."""
+
 
 class Membership:
-    """Subscriber: the node's replication peer set, recomputed when ``infra.discovery`` changes."""
+    """Subscriber: the node's replication peer set, following ``infra.discovery`` of its env.
+
+    ``clock`` (monotonic seconds) paces the log lines about ignored registrations only.
+    """
 
     kinds: ClassVar[tuple[type[Event], ...]] = CONTENT
 
-    def __init__(self, config: ServerConfig, registry: Registry, publish: Callable[[Event], None]) -> None:
+    def __init__(
+        self,
+        config: ServerConfig,
+        registry: Registry,
+        publish: Callable[[Event], None],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.config = config
         self.registry = registry
         self.publish = publish
+        self.clock = clock
         self.infra = (INFRA_APPID, config.env)
+        self.admission = PeerAdmission(
+            me=config.advertise,
+            zone=config.zone,
+            env=config.env,
+            nodes=config.nodes,
+            zones=config.zones,
+            max_per_zone=config.max_peers_per_zone,
+            max_zones=config.max_peer_zones,
+            secret=bool(config.peer_secret),
+        )
         self.peers = PeerSet((), ())
         """The last peer set published (none at first: a single node publishes nothing)."""
+        self._throttle = Throttle(LOG_INTERVAL)
 
     def __repr__(self) -> str:
-        return f"<Membership {self.peers!r}>"
+        return f"<Membership {self.peers!r} ignored={self.ignored}>"
+
+    @property
+    def ignored(self) -> int:
+        """``infra.discovery`` registrations ignored for replication since the start (still stored):
+        addresses beyond ``max_peers_per_zone``/``max_peer_zones``, plus registrations that did not
+        arrive authenticated as a peer while a peer secret is set."""
+        return self.admission.ignored + self.admission.untrusted
 
     def on_event(self, event: Event) -> None:
-        if self.infra in changed_apps(event):
+        if type(event) is Loaded:
+            if self.infra not in event.apps:
+                return
+            done = self.admission.loaded(self._infra_instances(), event.source)
+        else:
+            done = self.admission.apply(event)
+        if done.ignored or done.untrusted:
+            self._note(done)
+        if done.changed:
             self.refresh()
 
     def refresh(self) -> None:
-        """Recompute the peer set; publish :class:`PeersChanged` when it moved."""
-        c = self.config
-        infra = self.registry.app(*self.infra)
-        after = desired_peers(
-            me=c.advertise,
-            zone=c.zone,
-            nodes=c.nodes,
-            zones=c.zones,
-            infra=() if infra is None else infra.instances(),
-        )
-        event = peers_changed(self.peers, after)
-        self.peers = after
+        """Publish :class:`PeersChanged` when the admitted set differs from the last one published."""
+        event = peers_changed(self.peers, self.admission.peers())
         if event is not None:
+            self.peers = event.peers
             self.publish(event)
+
+    def _infra_instances(self) -> Iterator[Instance]:
+        app = self.registry.app(*self.infra)
+        return iter(()) if app is None else app.instances()
+
+    def _note(self, done: Admission) -> None:
+        kind = "untrusted" if done.untrusted else "capped"
+        report = self._throttle.hit(kind, self.clock(), done.example)
+        if report is not None:
+            _log_ignored(kind, report, self.config)
+
+
+def _log_ignored(kind: str, report: Report, c: ServerConfig) -> None:
+    if kind == "untrusted":
+        what = "not registered by a peer (no peer secret): stored, not replicated to"
+    else:
+        what = f"beyond max_peers_per_zone={c.max_peers_per_zone} / max_peer_zones={c.max_peer_zones}"
+    if report.first:
+        log.warning("infra.discovery registration %s ignored as a replication peer: %s", report.detail, what)
+    else:
+        log.warning(
+            "%d more infra.discovery registration(s) ignored as replication peers in the last %.0f s "
+            "(last: %s): %s",
+            report.count,
+            report.span,
+            report.detail,
+            what,
+        )
 
 
 async def sync_from_peers(

@@ -17,7 +17,12 @@ published as :class:`~discoverd.core.events.PeerStatusChanged`.
 Security: with TLS on, peers are reached over ``https`` with the node's client context (see
 ``server/tls.py``); with a peer secret, every request carries ``Authorization: Bearer <secret>``. A
 peer refusing us (-401/-403: wrong secret, or a peer with tokens and no secret) is not retried: the
-operation is counted in ``refused`` and dropped, and the peer is LOST until it accepts one.
+operation is counted in ``refused`` and dropped, and the peer is LOST until it accepts one. With a
+peer secret, a client's write of ``infra.discovery`` is not forwarded
+(:func:`~discoverd.core.cluster.forwardable`): it must not become a peer on the other nodes.
+
+Failures cost bounded work and log volume: a peer's senders back off on its consecutive failures
+(up to 5 s between tries), and failure lines are aggregated per peer (``server/peers.py``).
 """
 
 from __future__ import annotations
@@ -26,8 +31,8 @@ import asyncio
 import logging
 import random
 import ssl
+import time
 from collections.abc import Callable, Coroutine, Iterable
-from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import aiohttp
@@ -35,6 +40,7 @@ import aiohttp
 from discoverd import jsoncodec
 from discoverd.core import repair
 from discoverd.core.backoff import Backoff
+from discoverd.core.cluster import forwardable
 from discoverd.core.events import (
     Cancelled,
     Event,
@@ -57,50 +63,16 @@ from discoverd.core.replication import (
 )
 from discoverd.errors import BadRequest
 from discoverd.model import Instance
+from discoverd.server.peers import NODE_LOST, NODE_UP, NodeStatus, Peer, PeerLog
+
+__all__ = ["NODE_LOST", "NODE_UP", "NodeStatus", "Peer", "Replicator"]
 
 log = logging.getLogger("discoverd.replication")
 
-NODE_UP = 0
-NODE_LOST = 1
 _REPLICABLE = (Registered, Renewed, Cancelled, InstancesSet)
+_LEASES = (Registered, Renewed)
 OpFactory = Callable[[bool], PeerOp]
 """Builds the operation for a target: the argument is the ``replication`` flag to send."""
-
-
-@dataclass(frozen=True, slots=True)
-class NodeStatus:
-    """One row of ``/discovery/nodes``: a node of this zone and its status (0 UP, 1 LOST)."""
-
-    addr: str
-    status: int
-    zone: str
-
-
-@dataclass(slots=True, eq=False)
-class Peer:
-    """One replication target: an own-zone node, or a whole other zone (``addrs`` rotate on failure)."""
-
-    zone: str
-    addrs: list[str]
-    own_zone: bool
-    queue: PeerQueue
-    status: int = NODE_LOST
-    sent: int = 0
-    failed: int = 0
-    refused: int = 0
-    """Operations the peer refused with -401/-403 (authentication)."""
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
-    tasks: list[asyncio.Task[None]] = field(default_factory=list)
-    busy: set[object] = field(default_factory=set)
-    """Lanes (instances, or all sets) with an operation in flight."""
-
-    @property
-    def addr(self) -> str:
-        return self.addrs[0]
-
-    def rotate(self) -> None:
-        if len(self.addrs) > 1:
-            self.addrs.append(self.addrs.pop(0))
 
 
 class Replicator:
@@ -108,7 +80,8 @@ class Replicator:
 
     ``spawn`` starts a worker in the node's task group; ``local_copy`` reads our copy of an instance
     (for a -404 repair); ``adopt`` stores a peer's newer copy (-409); ``publish`` announces peer
-    status changes. Not thread-safe (one loop).
+    status changes; ``clock`` (monotonic seconds) paces the failure log lines. Not thread-safe (one
+    loop).
     """
 
     kinds: ClassVar[tuple[type[Event], ...]] = (
@@ -135,6 +108,7 @@ class Replicator:
         scheme: str = "http",
         ssl_context: ssl.SSLContext | None = None,
         peer_secret: str = "",
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.zone = zone
         self.me = me
@@ -155,6 +129,8 @@ class Replicator:
         """``http`` or ``https`` (TLS on: every peer is reached over HTTPS)."""
         self._ssl = ssl_context
         self._headers = {"User-Agent": "discoverd-peer"}
+        self._secret = bool(peer_secret)
+        self._log = PeerLog(clock)
         if peer_secret:
             self._headers["Authorization"] = f"Bearer {peer_secret}"
 
@@ -170,6 +146,8 @@ class Replicator:
         if isinstance(event, PeersChanged):
             self.set_peers(event.peers.own, event.peers.zone_map())
         elif isinstance(event, _REPLICABLE):
+            if self._secret and isinstance(event, _LEASES) and not forwardable(event, secret=True):
+                return
             own, cross_zone = fan_out(event, self.zone)
             if own:
                 self.replicate(lambda r: peer_op(event, replication=r), cross_zone=cross_zone)
@@ -206,6 +184,7 @@ class Replicator:
         peer.queue.clear()
         for task in peer.tasks:
             task.cancel()
+        self._log.forget(peer.name)
 
     def nodes(self) -> list[NodeStatus]:
         """``/discovery/nodes``: this zone's nodes with their status (self is UP)."""
@@ -221,8 +200,7 @@ class Replicator:
         if peer.status == status:
             return
         peer.status = status
-        name = peer.addr if peer.own_zone else f"zone:{peer.zone}"
-        self._publish(PeerStatusChanged(name, peer.addr, peer.zone, status == NODE_UP))
+        self._publish(PeerStatusChanged(peer.name, peer.addr, peer.zone, status == NODE_UP))
 
     def stats(self) -> dict[str, dict[str, int]]:
         peers = self.peers()
@@ -240,21 +218,17 @@ class Replicator:
     # -- fan-out ---------------------------------------------------------------------------------
 
     def replicate(self, make: OpFactory, *, cross_zone: bool) -> None:
-        """Queue a client write for every own-zone peer and, if ``cross_zone``, every other zone."""
+        """Queue a client write for every own-zone peer and, if ``cross_zone``, every other zone.
+
+        The form is built once per ``replication`` flag and shared by the peers' operations (never
+        mutated in place), so a write costs one small record per peer."""
         if not self.own and not (cross_zone and self.remote):
             return  # a single node: nothing to queue (this is on every write's path)
         now = asyncio.get_running_loop().time()
-        for peer in self.own.values():
-            op = make(True)
-            op.queued_at = now
-            peer.queue.push(op)
-            peer.wake.set()
-        if cross_zone:
-            for peer in self.remote.values():
-                op = make(False)
-                op.queued_at = now
-                peer.queue.push(op)
-                peer.wake.set()
+        if self.own:
+            _push_all(self.own.values(), make(True), now)
+        if cross_zone and self.remote:
+            _push_all(self.remote.values(), make(False), now)
 
     def lag(self) -> dict[str, float]:
         """Per peer, seconds the oldest unsent change has been waiting (0 when its queue is empty)."""
@@ -296,12 +270,10 @@ class Replicator:
             peer.failed += 1
             if op.attempts >= 10:
                 peer.queue.dropped += 1
-                log.warning(
-                    "replication to %s: dropping %s after %d attempts", peer.addr, op.action, op.attempts
-                )
+                self._log.dropped(peer.name, op.action, op.attempts)
             else:
                 peer.queue.push_front(op)
-            await asyncio.sleep(self._backoff.delay(op.attempts))
+            await asyncio.sleep(self._backoff.delay(peer.streak))
 
     async def _send(self, peer: Peer, op: PeerOp) -> bool:
         """Post ``op``; returns False on a transport failure (to be retried)."""
@@ -311,10 +283,12 @@ class Replicator:
                 body = await resp.read()
             doc = jsoncodec.loads(body) if body else {}
         except (aiohttp.ClientError, TimeoutError, OSError, jsoncodec.DecodeError) as exc:
-            log.info("replication to %s failed: %s", peer.addr, exc)
+            self._log.failed(peer.name, peer.addr, exc)
+            peer.streak += 1
             self._set_status(peer, NODE_LOST)
             peer.rotate()
             return False
+        peer.streak = 0
         verdict = repair.judge(op.action, doc)
         if verdict.refused:
             self._refused(peer, op, doc)
@@ -328,7 +302,7 @@ class Replicator:
         elif verdict.adopt is not None:
             self._adopt(verdict.adopt)
         elif verdict.problem:
-            log.warning("%s", verdict.problem)
+            self._log.malformed(peer.name, verdict.problem)
         elif op.action in (REGISTER, CANCEL) and repair.answer_code(doc) not in (0, None):
             log.debug("replication %s to %s answered %s", op.action, peer.addr, repair.answer_code(doc))
         return True
@@ -337,17 +311,8 @@ class Replicator:
         peer.refused += 1
         self._set_status(peer, NODE_LOST)
         message = doc.get("message") if isinstance(doc, dict) else None
-        code = repair.answer_code(doc)
-        if peer.refused == 1 or peer.refused % 1000 == 0:
-            log.warning(
-                "replication to %s refused (%s %s): check peer_secret on both nodes (%d refused)",
-                peer.addr,
-                code,
-                message,
-                peer.refused,
-            )
-        else:
-            log.debug("replication %s to %s refused: %s", op.action, peer.addr, code)
+        self._log.refused(peer.name, repair.answer_code(doc), message)
+        log.debug("replication %s to %s refused", op.action, peer.addr)
 
     # -- start-up sync -----------------------------------------------------------------------------
 
@@ -396,3 +361,10 @@ class Replicator:
         if self._session is not None:
             session, self._session = self._session, None
             await session.close()
+
+
+def _push_all(peers: Iterable[Peer], op: PeerOp, now: float) -> None:
+    """Queue a copy of ``op`` (sharing its form) for each of ``peers`` and wake their senders."""
+    for peer in peers:
+        peer.queue.push(PeerOp(op.action, op.params, op.key, op.replication, queued_at=now))
+        peer.wake.set()

@@ -1,0 +1,56 @@
+"""Unit tests of the rate-limited, aggregated reports (core/throttle.py), on a fake clock."""
+
+from __future__ import annotations
+
+import pytest
+
+from discoverd.core.throttle import Report, Throttle
+
+
+def test_first_occurrence_at_once_then_one_summary_per_interval() -> None:
+    t = Throttle(60.0)
+    assert t.hit("p", 0.0, "e1") == Report(1, 0.0, "e1", True)
+    assert [t.hit("p", float(s), f"e{s}") for s in range(1, 60)] == [None] * 59
+    assert t.hit("p", 60.0, "last") == Report(60, 60.0, "last", False)  # everything since the first
+    assert t.hit("p", 61.0, "x") is None
+    assert t.hit("p", 130.0, "y") == Report(2, 70.0, "y", False)
+
+
+def test_reports_stay_bounded_whatever_the_rate() -> None:
+    t = Throttle(60.0)
+    reports = [r for i in range(100_000) if (r := t.hit("p", i * 0.01, "boom")) is not None]
+    # 1000 s of failures every 10 ms: the first, then one summary a minute
+    assert len(reports) == 1 + 16
+    assert sum(r.count for r in reports) <= 100_000
+
+
+def test_keys_are_independent() -> None:
+    t = Throttle(10.0)
+    assert t.hit("a", 0.0) is not None
+    assert t.hit("b", 1.0) is not None
+    assert t.hit("a", 2.0) is None
+    assert len(t) == 2
+
+
+def test_a_key_quiet_for_a_whole_interval_reports_its_next_occurrence_at_once() -> None:
+    t = Throttle(10.0)
+    t.hit("a", 0.0, "one")
+    assert t.hit("a", 25.0, "two") == Report(1, 0.0, "two", True)
+
+
+def test_close_reports_what_was_not_reported_and_forgets_the_key() -> None:
+    t = Throttle(10.0)
+    assert t.close("a", 0.0) is None
+    t.hit("a", 0.0, "one")
+    assert t.close("a", 1.0) is None  # nothing pending
+    t.hit("a", 2.0, "one")
+    t.hit("a", 3.0, "two")
+    t.hit("a", 4.0, "three")
+    assert t.close("a", 5.0) == Report(2, 3.0, "three", False)
+    assert len(t) == 0
+    assert t.hit("a", 6.0, "again") == Report(1, 0.0, "again", True)
+
+
+def test_interval_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="positive"):
+        Throttle(0)
