@@ -2,7 +2,7 @@
 
 Layers, lowest first (a module may import its own layer and the layers below it)::
 
-    errors | jsoncodec ← model ← config ← core ← backends ← server | client ← cli | testing ← discoverd (root)
+    errors | jsoncodec ← model ← config ← core ← calling ← backends ← server | client ← cli | testing ← root
 
 Findings (one line each; the script exits 1 if there is any):
 
@@ -51,14 +51,15 @@ RANK: Final[Mapping[str, int]] = {
     "model": 1,
     "config": 2,
     "core": 3,
-    "backends": 4,
-    "server": 5,
-    "client": 5,
-    "grpc": 5,  # discoverd/grpc.py: xds:/// channels and their bootstrap, the client side of xDS
-    "cli": 6,
-    "testing": 6,
-    "__init__": 7,
-    "__main__": 7,
+    "calling": 4,
+    "backends": 5,
+    "server": 6,
+    "client": 6,
+    "grpc": 6,  # discoverd/grpc.py: xds:/// channels and their bootstrap, the client side of xDS
+    "cli": 7,
+    "testing": 7,
+    "__init__": 8,
+    "__main__": 8,
 }
 
 #: Layers of the same rank that must not import each other.
@@ -73,10 +74,10 @@ WRAPPERS: Final[Mapping[str, frozenset[str]]] = {
     "httptools": frozenset({"discoverd.server.http"}),
     "uvloop": frozenset({"discoverd.server.runner"}),
     "prometheus_client": frozenset({"discoverd.server.metrics"}),
-    # Two wrappers, because server and client never import each other: the client's HTTP transport
-    # and the server's replication to its peers each wrap aiohttp on their own side.
-    "aiohttp": frozenset({"discoverd.client.transport", "discoverd.server.replication"}),
-    "httpx": frozenset({"discoverd.client.httpx_transport"}),
+    # Two wrappers: the calling layer's HTTP client (the caller's, and the client SDK's requests to
+    # registry nodes) and the server's replication to its peers, which keeps its own on its side.
+    "aiohttp": frozenset({"discoverd.calling.http", "discoverd.server.replication"}),
+    "httpx": frozenset({"discoverd.calling.httpx_transport"}),
     # grpcio: the server's xDS server and the client's xds:/// channels, one module on each side
     # (server and client never import each other, so they cannot share one wrapper).
     "grpc": frozenset({"discoverd.server.xds.server", "discoverd.grpc"}),

@@ -46,6 +46,9 @@ CLEAN: dict[str, str] = {
     "core/gossip/__init__.py": "",
     "core/gossip/messages.py": "import msgpack\n\nfrom ..b import a\n",
     "core/gossip/keyring.py": "import os\n\nfrom cryptography.exceptions import InvalidTag\n",
+    "calling/__init__.py": "",
+    "calling/http.py": "import aiohttp\n",
+    "calling/httpx_transport.py": "import httpx\n",
     "backends/__init__.py": "",
     "backends/redis_client.py": "import redis.asyncio as aioredis\nfrom redis.exceptions import RedisError\n",
     "backends/redis.py": "from discoverd.backends.redis_client import RedisError\n",
@@ -59,8 +62,7 @@ CLEAN: dict[str, str] = {
     "server/runner.py": "def run() -> None:\n    import uvloop\n",
     "client/__init__.py": "",
     "client/api.py": "from discoverd.core.a import A\n\nclass Client:\n    pass\n",
-    "client/transport.py": "import aiohttp\n",
-    "client/httpx_transport.py": "import httpx\n",
+    "client/transport.py": "from discoverd.calling.http import aiohttp\n",
     "cli.py": (
         "def main() -> None:\n"
         "    from discoverd.client import api\n"
@@ -92,7 +94,7 @@ def messages(root: Path) -> list[str]:
 def test_clean_tree_passes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     root = make_tree(tmp_path)
     rc, out = run(root, capsys)
-    assert out == [f"{len(CLEAN)} module(s), 20 import edge(s), 0 cycle(s), 0 finding(s)"]
+    assert out == [f"{len(CLEAN)} module(s), 21 import edge(s), 0 cycle(s), 0 finding(s)"]
     assert rc == 0
 
 
@@ -192,7 +194,7 @@ def test_third_party_outside_its_wrapper(tmp_path: Path) -> None:
     assert messages(root) == [
         "redis is wrapped by discoverd.backends.redis_client; discoverd.backends.redis imports it directly "
         "(from redis.exceptions import RedisError)",
-        "aiohttp is wrapped by discoverd.client.transport and discoverd.server.replication; "
+        "aiohttp is wrapped by discoverd.calling.http and discoverd.server.replication; "
         "discoverd.client.api imports it directly (import aiohttp)",
         "orjson is wrapped by discoverd.jsoncodec; discoverd.core.a imports it directly (import orjson)",
         "msgpack is wrapped by discoverd.core.gossip.messages; discoverd.core.gossip.framing imports it "
@@ -259,6 +261,20 @@ def test_data_assigned_to_other_objects_is_not_patching(tmp_path: Path) -> None:
     )
     root = make_tree(tmp_path, {"server/data.py": source})
     assert messages(root) == []
+
+
+def test_calling_sits_between_core_and_backends(tmp_path: Path) -> None:
+    root = make_tree(
+        tmp_path,
+        {
+            "backends/calls.py": "from discoverd.calling import http\n",
+            "calling/up.py": "from discoverd.backends import redis\n",
+        },
+    )
+    assert messages(root) == [
+        "layer calling must not import the upper layer backends: discoverd.calling.up imports "
+        "discoverd.backends.redis (top level)"
+    ]
 
 
 def test_grpc_and_the_generated_messages_have_one_wrapper_on_each_side(tmp_path: Path) -> None:

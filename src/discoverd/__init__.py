@@ -10,13 +10,14 @@ from discoverd.backends.gossip.node import MemberlistNode
 from discoverd.backends.gossip.registry import GossipRegistry
 from discoverd.backends.memory import MemoryRegistry
 from discoverd.backends.redis import RedisRegistry
+from discoverd.calling.caller import AsyncCaller, CalleeConfig, CallFailed, CallResult, Route
 from discoverd.client.async_client import AsyncClient
-from discoverd.client.caller import AsyncCaller, CalleeConfig, CallFailed, CallResult, Route
 from discoverd.client.config import ClientConfig
 from discoverd.client.open import open_registry
 from discoverd.client.registration import Registration, RegState
 from discoverd.client.registry import DiscoverdRegistry
 from discoverd.client.sync_client import Caller, Client, SyncRegistration
+from discoverd.client.sync_registry import SyncRegistry
 from discoverd.config import ServerConfig, load_config
 from discoverd.core.backoff import Backoff, Jitter
 from discoverd.core.balancing import Balancer, NoInstance, make_balancer
@@ -88,6 +89,7 @@ __all__ = [
     "ServerError",
     "Status",
     "SyncRegistration",
+    "SyncRegistry",
     "UP",
     "Unavailable",
     "WAITING",
@@ -102,7 +104,7 @@ __all__ = [
 def __getattr__(name: str) -> object:
     """``DiscoverdTransport`` needs the optional ``httpx`` package: imported on first use."""
     if name == "DiscoverdTransport":
-        from discoverd.client.httpx_transport import DiscoverdTransport
+        from discoverd.calling.httpx_transport import DiscoverdTransport
 
         return DiscoverdTransport
     raise AttributeError(f"module 'discoverd' has no attribute {name!r}")

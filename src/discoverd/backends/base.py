@@ -13,6 +13,10 @@ Contract (checked by ``tests/backends/test_contract.py`` against every backend):
   registers the watcher at once, not a lazy async generator that would miss early changes);
   closing it (``aclose()`` or leaving the ``async for``) stops it.
 * ``aclose()`` — idempotent; afterwards every method raises :class:`RegistryClosed`.
+* ``caller(**options)`` — a load-balancing :class:`~discoverd.calling.caller.AsyncCaller` over the
+  registry's instances (a watched local view: :class:`~discoverd.calling.source.RegistrySource`), closed
+  with the registry. Not abstract: a backend gets it by calling ``super().__init__()`` and awaiting
+  :meth:`Registry.close_callers` in its ``aclose()``.
 
 All methods are coroutine functions and task-safe within one event loop.
 """
@@ -21,8 +25,11 @@ from __future__ import annotations
 
 import abc
 from collections.abc import AsyncIterator
-from typing import Self
+from typing import Any, Self
 
+from discoverd.calling.caller import AsyncCaller
+from discoverd.calling.callers import CallerSet
+from discoverd.calling.source import InstanceSource
 from discoverd.errors import DiscoverdError
 from discoverd.model import Event, Instance
 
@@ -38,6 +45,9 @@ class WatchOverflow(DiscoverdError):
 
 class Registry(abc.ABC):
     """A service registry backend. See the module docstring for the contract."""
+
+    def __init__(self) -> None:
+        self._callers = CallerSet(self)
 
     @abc.abstractmethod
     async def register(self, instance: Instance, ttl: float | None = None) -> None: ...
@@ -56,6 +66,31 @@ class Registry(abc.ABC):
 
     @abc.abstractmethod
     async def aclose(self) -> None: ...
+
+    def caller(self, *, zone: str | None = None, **options: Any) -> AsyncCaller:
+        """A load-balancing caller over this registry, closed with it (or earlier by its ``aclose()``).
+
+        ``options`` are :class:`~discoverd.calling.caller.AsyncCaller`'s (``balancer``, ``callees``,
+        ``default``, ``route``, ``ejector``, ``from_app``, ``from_node``, ``tls_ca``, ``zone_affinity``).
+        ``zone`` is the consumer's zone: instances of that zone are preferred while it has candidates
+        (default: the backend's own notion of it, if it has one — else no zone preference). Each app is
+        read once, then followed through :meth:`watch`; the last list is served while the backend is
+        down. Synchronous; raises :class:`RegistryClosed` once the registry is closed.
+        """
+        if self._callers.closed:
+            raise RegistryClosed("registry is closed")
+        return self._callers.add(self.instance_source(zone), options)
+
+    def instance_source(self, zone: str | None = None) -> InstanceSource:
+        """Where this registry's callers read instances: by default a
+        :class:`~discoverd.calling.source.RegistrySource` (``zone`` or ``""``), shared by every caller
+        asking for the same zone. A backend that keeps such a view itself may return its own."""
+        return self._callers.shared_source(zone or "")
+
+    async def close_callers(self) -> None:
+        """Close every caller made by :meth:`caller` and the views they read. Idempotent; a backend's
+        ``aclose()`` awaits it."""
+        await self._callers.aclose()
 
     async def __aenter__(self) -> Self:
         return self

@@ -63,6 +63,7 @@ class CachedRegistry(Registry):
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         own: bool = False,
     ) -> None:
+        super().__init__()
         self.registry = registry
         self._state = CacheState(CachePolicy(ttl=ttl, min_refresh=min_refresh))
         self._backoff = backoff
@@ -185,13 +186,15 @@ class CachedRegistry(Registry):
         self._stop.set()
 
     async def aclose(self) -> None:
-        """Stop the watcher and wait for it; close the wrapped registry if ``own``. Idempotent.
+        """Close the callers, stop the watcher and wait for it; close the wrapped registry if ``own``.
+        Idempotent.
 
         Afterwards every method raises :class:`RegistryClosed`.
         """
         if self._closed:
             return
         self._closed = True
+        await self.close_callers()
         self.stop()
         if self._runner is not None:
             await self._runner

@@ -59,6 +59,7 @@ class MemoryRegistry(Registry):
     ) -> None:
         if watch_queue < 1:
             raise ValueError("watch_queue must be >= 1")
+        super().__init__()
         self._clock = clock
         self._apps: dict[str, dict[str, _Record]] = {}
         self._heap: list[tuple[float, int, str, str]] = []
@@ -137,10 +138,11 @@ class MemoryRegistry(Registry):
         return self._expire(self._clock())
 
     async def aclose(self) -> None:
-        """Forget everything, end every watch iterator, cancel the timer. Idempotent."""
+        """Close the callers, forget everything, end every watch iterator, cancel the timer. Idempotent."""
         if self._closed:
             return
         self._closed = True
+        await self.close_callers()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None

@@ -61,6 +61,7 @@ class RedisRegistry(Registry):
     """
 
     def __init__(self, url: str | None = None, *, config: RedisConfig | None = None) -> None:
+        super().__init__()
         parsed = parse_redis_url(url) if url is not None else None
         self.config = config or (parsed.config if parsed else RedisConfig())
         self.url = url
@@ -243,11 +244,12 @@ class RedisRegistry(Registry):
                 log.warning("redis: write of %s %s deferred until Redis answers: %r", app, writes, exc)
 
     async def _shutdown(self, *, graceful: bool) -> None:
-        """Close once: end the watchers; if ``graceful``, remove the own fields from Redis (bounded by
-        ``timeout``, errors ignored); stop the runner and close the client."""
+        """Close once: close the callers, end the watchers; if ``graceful``, remove the own fields from
+        Redis (bounded by ``timeout``, errors ignored); stop the runner and close the client."""
         if self._closed:
             return
         self._closed = True
+        await self.close_callers()
         shared = self._shared
         shared.hub.close()
         if self._client is None:

@@ -14,7 +14,7 @@ whatever the nodes do.
 Besides the user API, the client offers collaborators a small public surface: :meth:`~AsyncClient.call`
 (one raw request to a node), :meth:`~AsyncClient.spawn` and :meth:`~AsyncClient.touched` (the
 :class:`~discoverd.client.registration.RegistryLink` of its registrations), :meth:`~AsyncClient.track`,
-and the :class:`~discoverd.client.source.InstanceSource` of its callers (:meth:`~AsyncClient.instances`,
+and the :class:`~discoverd.calling.source.InstanceSource` of its callers (:meth:`~AsyncClient.instances`,
 :meth:`~AsyncClient.subscribe`, :meth:`~AsyncClient.zone_weights`).
 """
 
@@ -29,7 +29,7 @@ import socket
 from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
 from typing import Any
 
-from discoverd.client.caller import AsyncCaller
+from discoverd.calling.caller import AsyncCaller
 from discoverd.client.config import ClientConfig
 from discoverd.client.poller import Poller
 from discoverd.client.registration import Registration, RegState
@@ -63,7 +63,7 @@ def _seed_nodes(nodes: Sequence[str] | str | None) -> list[str]:
 class AsyncClient:
     """A discovery client bound to one ``env``/``zone``/``hostname`` identity. Task-safe in one loop.
 
-    It implements :class:`~discoverd.client.source.InstanceSource` (for callers) and
+    It implements :class:`~discoverd.calling.source.InstanceSource` (for callers) and
     :class:`~discoverd.client.registration.RegistryLink` (for its registrations).
     """
 
@@ -280,7 +280,7 @@ class AsyncClient:
             view.dirty = True
 
     def caller(self, **kw: Any) -> AsyncCaller:
-        """A load-balancing :class:`~discoverd.client.caller.AsyncCaller` over this client (closed
+        """A load-balancing :class:`~discoverd.calling.caller.AsyncCaller` over this client (closed
         with the client); keyword arguments are the caller's. By default it sends the first
         registered appid as ``X-From-App`` and this client's hostname as ``X-From-Node``, and
         verifies HTTPS callees with ``config.tls_ca``."""
@@ -331,17 +331,17 @@ class AsyncClient:
         return instances if zone is None else [i for i in instances if i.zone == zone]
 
     async def instances(self, appid: str) -> list[Instance]:
-        """:meth:`InstanceSource.instances <discoverd.client.source.InstanceSource.instances>`:
+        """:meth:`InstanceSource.instances <discoverd.calling.source.InstanceSource.instances>`:
         ``fetch(appid)`` (UP, every zone, from the watched cache)."""
         return await self.fetch(appid)
 
     def subscribe(self, appid: str) -> AsyncIterator[list[Instance]]:
-        """:meth:`InstanceSource.subscribe <discoverd.client.source.InstanceSource.subscribe>`:
+        """:meth:`InstanceSource.subscribe <discoverd.calling.source.InstanceSource.subscribe>`:
         ``watch(appid)``."""
         return self.watch(appid)
 
     def zone_weights(self, appid: str) -> Mapping[str, int] | None:
-        """:meth:`InstanceSource.zone_weights <discoverd.client.source.InstanceSource.zone_weights>`:
+        """:meth:`InstanceSource.zone_weights <discoverd.calling.source.InstanceSource.zone_weights>`:
         the server's scheduler for this client's zone (:meth:`scheduler`)."""
         return self.scheduler(appid)
 

@@ -1,7 +1,9 @@
-"""The client sub-commands of the CLI: ``register``, ``fetch``, ``watch``, ``nodes``.
+"""The client sub-commands of the CLI: ``register``, ``fetch``, ``watch``, ``nodes``, ``call``.
 
 Each takes the client identity flags (``--nodes``, ``--env``, ``--zone``, ``--region``,
 ``--hostname``; env vars as in kratos) and prints JSON lines, so scripts can consume the output.
+``call`` prints the answer's body; with ``--registry URL`` it finds the app through that registry
+(``redis://``, ``gossip://``, ``discoverd://``, ``?cache=``…) instead of the discoverd nodes.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ import sys
 from typing import Any
 
 from discoverd import jsoncodec
+from discoverd.calling.caller import AsyncCaller, CallResult
 from discoverd.client.async_client import AsyncClient
 from discoverd.client.config import ClientConfig
+from discoverd.client.open import open_registry
 from discoverd.core import wire
 from discoverd.errors import DiscoverdError, error_for_code
 from discoverd.model import Instance
@@ -51,6 +55,12 @@ def add_client_commands(sub: Any) -> None:
     call.add_argument("--data", default=None, help="request body")
     call.add_argument("--header", action="append", default=[], metavar="NAME:VALUE")
     call.add_argument("--timeout", type=float, default=10.0)
+    call.add_argument(
+        "--registry",
+        default=None,
+        metavar="URL",
+        help="find APPID through this registry (redis://, gossip://, discoverd://...) instead of --nodes",
+    )
     for p in (reg, fetch, watch, sub.choices["nodes"], call):
         add_client_flags(p)
 
@@ -133,15 +143,22 @@ async def _call_app(ns: argparse.Namespace) -> int:
             print(f"discoverd: --header {item!r}: expected NAME:VALUE", file=sys.stderr)
             return 2
         headers[name.strip()] = value.strip()
-    async with _client(ns) as client:
-        caller = client.caller()
-        result = await caller.request(
-            ns.method, ns.appid, ns.path, data=ns.data, headers=headers, timeout=ns.timeout
-        )
-        sys.stdout.buffer.write(result.body)
-        sys.stdout.flush()
-        print(f"discoverd: HTTP {result.status} from {result.instance.hostname}", file=sys.stderr)
-        return 0 if result.status < 400 else 1
+    if ns.registry is not None:
+        async with open_registry(ns.registry) as registry:
+            result = await _request(registry.caller(zone=ns.zone), ns, headers)
+    else:
+        async with _client(ns) as client:
+            result = await _request(client.caller(), ns, headers)
+    sys.stdout.buffer.write(result.body)
+    sys.stdout.flush()
+    print(f"discoverd: HTTP {result.status} from {result.instance.hostname}", file=sys.stderr)
+    return 0 if result.status < 400 else 1
+
+
+async def _request(caller: AsyncCaller, ns: argparse.Namespace, headers: dict[str, str]) -> CallResult:
+    return await caller.request(
+        ns.method, ns.appid, ns.path, data=ns.data, headers=headers, timeout=ns.timeout
+    )
 
 
 COMMANDS = {"register": _register, "fetch": _fetch, "watch": _watch, "nodes": _nodes, "call": _call_app}

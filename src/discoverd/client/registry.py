@@ -11,18 +11,22 @@ client's :class:`ClientConfig` fields of the same names. Mapping onto the protoc
 * ``get_service`` returns the UP instances, from the client's watched cache;
 * ``list_services`` reads ``fetch/all`` for the client's env (``infra.discovery`` left out);
 * ``watch(appid)`` diffs successive lists of the long poll; ``watch()`` (all apps) diffs
-  ``fetch/all`` every ``all_interval`` seconds, the protocol having no "watch everything".
+  ``fetch/all`` every ``all_interval`` seconds, the protocol having no "watch everything";
+* ``caller()`` reads the client's watched cache directly (:class:`_ClientSource`): by default it
+  prefers the client's zone and follows the server's zone weights, as ``client.caller()`` does.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from discoverd.backends.base import Registry, RegistryClosed
+from discoverd.calling.caller import AsyncCaller
+from discoverd.calling.source import InstanceSource
 from discoverd.client.async_client import AsyncClient
 from discoverd.client.config import ClientConfig
 from discoverd.client.registration import Registration
@@ -69,6 +73,7 @@ class DiscoverdRegistry(Registry):
         config: ClientConfig | None = None,
         all_interval: float = 1.0,
     ) -> None:
+        super().__init__()
         if client is None:
             if url is None:
                 raise ConfigError("DiscoverdRegistry needs a url or a client")
@@ -157,6 +162,18 @@ class DiscoverdRegistry(Registry):
         self._watches.add(w)
         return w
 
+    def caller(self, *, zone: str | None = None, **options: Any) -> AsyncCaller:
+        """See :meth:`Registry.caller`; ``zone`` defaults to the client's, ``from_node`` to its
+        hostname and ``tls_ca`` to its ``config.tls_ca`` (as for ``client.caller()``)."""
+        options.setdefault("from_node", self.client.hostname)
+        options.setdefault("tls_ca", self.client.config.tls_ca)
+        return super().caller(zone=zone, **options)
+
+    def instance_source(self, zone: str | None = None) -> InstanceSource:
+        """The client's watched cache (started on first use), with the server's zone weights when
+        ``zone`` is the client's own (``None``: the client's zone)."""
+        return _ClientSource(self.client, self._ready, self.client.zone if zone is None else zone)
+
     async def _settle(self) -> None:
         """Wait until every open watch has its snapshot (called before each write)."""
         pending = [w.ready.wait() for w in self._watches if not w.ready.is_set()]
@@ -195,6 +212,7 @@ class DiscoverdRegistry(Registry):
         if self._closed:
             return
         self._closed = True
+        await self.close_callers()
         for w in list(self._watches):
             await w.aclose()
         for reg in list(self._regs.values()):
@@ -202,6 +220,36 @@ class DiscoverdRegistry(Registry):
         self._regs.clear()
         if self._owns_client:
             await self.client.aclose()
+
+
+class _ClientSource:
+    """The :class:`~discoverd.calling.source.InstanceSource` of a :class:`DiscoverdRegistry`'s callers:
+    its client's watched cache; ``ready()`` starts the client on first use (and raises once the
+    registry is closed). Zone weights are the server's for the client's zone, so ``None`` for another."""
+
+    def __init__(self, client: AsyncClient, ready: Callable[[], Awaitable[AsyncClient]], zone: str) -> None:
+        self._client = client
+        self._ready = ready
+        self._zone = zone
+
+    def __repr__(self) -> str:
+        return f"<_ClientSource {self._client!r} zone={self._zone!r}>"
+
+    @property
+    def zone(self) -> str:
+        return self._zone
+
+    async def instances(self, appid: str) -> list[Instance]:
+        client = await self._ready()
+        return await client.instances(appid)
+
+    async def subscribe(self, appid: str) -> AsyncIterator[list[Instance]]:
+        client = await self._ready()
+        async for instances in client.subscribe(appid):
+            yield instances
+
+    def zone_weights(self, appid: str) -> Mapping[str, int] | None:
+        return self._client.zone_weights(appid) if self._zone == self._client.zone else None
 
 
 def _key(ins: Instance) -> str:

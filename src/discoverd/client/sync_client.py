@@ -15,10 +15,10 @@ import os
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
+from discoverd.calling.caller import AsyncCaller, CallResult
 from discoverd.client.async_client import AsyncClient
-from discoverd.client.caller import AsyncCaller, CallResult
 from discoverd.client.config import ClientConfig
 from discoverd.client.portal import Portal
 from discoverd.client.registration import Registration, RegState
@@ -28,6 +28,23 @@ from discoverd.model import UP, Instance
 T = TypeVar("T")
 Work = Callable[[AsyncClient], Coroutine[Any, Any, T]]
 """A coroutine function run on a :class:`Client`'s loop thread with its :class:`AsyncClient`."""
+
+
+class MakesCallers(Protocol):
+    """What a synchronous :class:`Caller` is made over: an :class:`AsyncClient` or a registry."""
+
+    def caller(self, **options: Any) -> AsyncCaller: ...
+
+
+M = TypeVar("M", bound=MakesCallers)
+M_co = TypeVar("M_co", bound=MakesCallers, covariant=True)
+
+
+class RunsOnPortal(Protocol[M_co]):
+    """A synchronous facade that runs coroutine functions with its async object on its loop thread
+    (:meth:`Client.run`, :meth:`~discoverd.client.sync_registry.SyncRegistry.run`)."""
+
+    def run(self, work: Callable[[M_co], Coroutine[Any, Any, T]], timeout: float | None = None) -> T: ...
 
 
 class _Forks:
@@ -42,6 +59,12 @@ class _Forks:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_Forks.after_fork_in_child)
+
+
+def fork_generation() -> int:
+    """How many forks separate this process from the one that imported this module (0 in it): a
+    synchronous facade made in generation ``g`` runs in a fork child once this differs from ``g``."""
+    return _Forks.count
 
 
 @dataclass(slots=True)
@@ -117,7 +140,7 @@ class Client:
             "config": config,
         }
         self._lock = threading.Lock()
-        self._generation = _Forks.count
+        self._generation = fork_generation()
         self._closed = False
         self._watched: set[str] = set()
         self._leases: list[_Lease] = []
@@ -143,7 +166,7 @@ class Client:
     @property
     def _forked(self) -> bool:
         """True in a fork child until the first call restarts the client there."""
-        return self._generation != _Forks.count
+        return self._generation != fork_generation()
 
     def _ensure(self) -> None:
         """Restart on a fresh portal after a fork (see the module docstring)."""
@@ -154,7 +177,7 @@ class Client:
         with self._lock:
             if not self._forked:
                 return
-            self._generation = _Forks.count
+            self._generation = fork_generation()
             self._portal, self._async = self._boot()
             for appid in self._watched:
                 self._async.track(appid)
@@ -231,7 +254,7 @@ class Client:
             if portal.alive:
                 portal.call(_aclose(agen))
 
-    def caller(self, **kw: Any) -> Caller:
+    def caller(self, **kw: Any) -> Caller[AsyncClient]:
         """The synchronous twin of :meth:`AsyncClient.caller` (same core, run on the portal)."""
         return Caller(self, kw)
 
@@ -257,24 +280,26 @@ class Client:
         self.close()
 
 
-class Caller:
-    """Synchronous :class:`~discoverd.client.caller.AsyncCaller`: the same calls, blocking.
+class Caller(Generic[M]):
+    """Synchronous :class:`~discoverd.calling.caller.AsyncCaller`: the same calls, blocking.
 
-    ``options`` are :meth:`AsyncClient.caller`'s; they are checked at once (``ConfigError``). In a
-    fork child the caller is made again over the child's client on first use.
+    Made by :meth:`Client.caller` or :meth:`~discoverd.client.sync_registry.SyncRegistry.caller`
+    (``owner``); ``options`` are those of the async object's ``caller()``; they are checked at once
+    (``ConfigError``). The async caller lives on the owner's loop and is closed with it. In a fork
+    child the caller is made again over the child's client or registry on first use. Thread-safe.
     """
 
-    def __init__(self, client: Client, options: dict[str, Any]) -> None:
-        self._client = client
+    def __init__(self, owner: RunsOnPortal[M], options: dict[str, Any]) -> None:
+        self._owner = owner
         self._options = options
-        self._bound: tuple[AsyncClient, AsyncCaller] | None = None
-        client.run(self._caller)
+        self._bound: tuple[M, AsyncCaller] | None = None
+        owner.run(self._caller)
 
     def __repr__(self) -> str:
         inner = self._bound[1] if self._bound is not None else None
         return f"<Sync{inner!r}>"
 
-    async def _caller(self, source: AsyncClient) -> AsyncCaller:
+    async def _caller(self, source: M) -> AsyncCaller:
         """The async caller over ``source`` (made again when ``source`` changed after a fork)."""
         if self._bound is None or self._bound[0] is not source:
             self._bound = (source, source.caller(**self._options))
@@ -283,11 +308,11 @@ class Caller:
     def request(self, method: str, appid: str, path: str, **kw: Any) -> CallResult:
         """See :meth:`AsyncCaller.request`."""
 
-        async def call(source: AsyncClient) -> CallResult:
+        async def call(source: M) -> CallResult:
             caller = await self._caller(source)
             return await caller.request(method, appid, path, **kw)
 
-        return self._client.run(call)
+        return self._owner.run(call)
 
     def get(self, appid: str, path: str, **kw: Any) -> CallResult:
         return self.request("GET", appid, path, **kw)

@@ -138,6 +138,7 @@ class GossipRegistry(Registry):
     """A go-micro gossip registry participant (see the module docstring). Starts on first use."""
 
     def __init__(self, url: str = "gossip://127.0.0.1:0", *, watch_queue: int = 1000) -> None:
+        super().__init__()
         self.url = url
         self.config, self.seeds, self.default_ttl = parse_gossip_url(url)
         self._hub = WatchHub(watch_queue)
@@ -230,10 +231,12 @@ class GossipRegistry(Registry):
         return self._hub.watch(appid)
 
     async def aclose(self) -> None:
-        """Deregister our own instances (broadcast), leave the cluster, stop. Idempotent."""
+        """Close the callers, deregister our own instances (broadcast), leave the cluster, stop.
+        Idempotent."""
         if self._closed:
             return
         self._closed = True
+        await self.close_callers()
         self._hub.close()  # watchers end now; our own deletes below are for the rest of the cluster
         if self._started is not None and self._started.done() and not self._started.exception():
             for ins, _ttl in list(self._own.values()):
