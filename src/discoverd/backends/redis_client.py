@@ -6,8 +6,9 @@ message layout: :mod:`discoverd.backends.redis_state`, ``spec/redis-protocol.md`
 * :meth:`RedisClient.write_nodes` — registrations / removals (``HSET``+``SETEX`` or ``HDEL``+``DEL``, then
   ``PUBLISH``) and liveness refreshes (``SETEX``), all in one ``MULTI``;
 * :meth:`RedisClient.read_apps` (``HGETALL``), :meth:`RedisClient.alive` (``EXISTS <app>_<addr>``),
-  :meth:`RedisClient.has_fields` (``HEXISTS``), :meth:`RedisClient.delete_fields` (``HDEL``),
-  :meth:`RedisClient.app_names` (``SCAN … TYPE hash``);
+  :meth:`RedisClient.has_fields` (``HEXISTS``), :meth:`RedisClient.app_names` (``SCAN … TYPE hash``);
+* :meth:`RedisClient.reap` — the consumer-side reaper's write, one server-side script per field:
+  ``EXISTS`` the liveness key, ``HDEL`` the field, ``PUBLISH "<addr> 0"`` only when ``HDEL`` removed it;
 * :class:`Subscriber` — one pub/sub connection: ``SUBSCRIBE``, ``PSUBSCRIBE`` and what arrives on it.
 
 The client never retries nor reconnects by itself (that is the caller's policy), commands time out after
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
@@ -36,6 +37,25 @@ REDIS_ERRORS: Final = (RedisError, OSError, TimeoutError)
 Field = tuple[str, str]
 #: A write of the protocol: ``(app, addr, weight)``, weight 0 = removal.
 NodeWrite = tuple[str, str, int]
+
+#: The reaper's write of one field, atomic in Redis (a script runs alone): a field whose liveness key is
+#: back is left alone (-1); else ``HDEL``, and only the ``HDEL`` that removed it (1) publishes ``"<addr> 0"``
+#: — so of two reapers racing for one dead field exactly one announces it; 0 = someone removed it first.
+#: KEYS: the app hash, the liveness key; ARGV: addr, channel, message.
+REAP_SCRIPT: Final = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('PUBLISH', ARGV[2], ARGV[3])
+return 1
+"""
+
+
+class Reaped(NamedTuple):
+    """What :meth:`RedisClient.reap` did: the fields it removed and announced, and every field that is
+    gone (those, plus the ones another consumer removed first)."""
+
+    announced: list[Field]
+    gone: list[Field]
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,14 +170,20 @@ class RedisClient:
             pipe.hexists(app, addr)
         return [bool(n) for n in await pipe.execute()]
 
-    async def delete_fields(self, fields: Sequence[Field]) -> None:
-        """``HDEL`` each field from its app's hash (no announcement: the consumer-side reaper's write)."""
+    async def reap(self, fields: Sequence[Field]) -> Reaped:
+        """Remove the dead ``fields`` (found without a liveness key) for every consumer: per field,
+        :data:`REAP_SCRIPT` checks the key again, ``HDEL``s the field and publishes ``"<addr> 0"`` on
+        ``CH_<app>`` if that ``HDEL`` removed it. A field whose key is back is neither removed nor in
+        the result. Go consumers (ssgo) reap without announcing; this tells them, and everyone, at once."""
         if not fields:
-            return
+            return Reaped([], [])
         pipe = self._redis.pipeline(transaction=False)
         for app, addr in fields:
-            pipe.hdel(app, addr)
-        await pipe.execute()
+            pipe.eval(REAP_SCRIPT, 2, app, alive_key(app, addr), addr, channel(app), encode_message(addr, 0))
+        results = await pipe.execute()
+        announced = [f for f, r in zip(fields, results, strict=True) if r == 1]
+        gone = [f for f, r in zip(fields, results, strict=True) if r != -1]
+        return Reaped(announced, gone)
 
     async def app_names(self) -> list[str]:
         """The names of every hash in the database (``SCAN`` with ``TYPE hash``, in batches of 1000);
@@ -181,4 +207,13 @@ def _weight(raw: bytes) -> int:
         return 0
 
 
-__all__ = ["REDIS_ERRORS", "Field", "Message", "NodeWrite", "RedisClient", "Subscriber"]
+__all__ = [
+    "REAP_SCRIPT",
+    "REDIS_ERRORS",
+    "Field",
+    "Message",
+    "NodeWrite",
+    "Reaped",
+    "RedisClient",
+    "Subscriber",
+]

@@ -5,15 +5,20 @@
 
 * **session loop** — one pub/sub connection at a time (:class:`Session`), in this order: connect;
   subscribe every followed app and wait for Redis to confirm; ``PSUBSCRIBE CH_*`` and follow every app
-  hash if every app is wanted; *then* read the apps (``HGETALL``, ``EXISTS`` per field, ``HDEL`` of the
-  dead ones); mark the registry connected and kick the heartbeat; then serve follow requests (subscribe,
+  hash if every app is wanted; *then* read the apps (``HGETALL``, ``EXISTS`` per field, reap the dead
+  ones); mark the registry connected and kick the heartbeat; then serve follow requests (subscribe,
   then read) while a listener applies messages. Any Redis failure ends the session; the next one starts
   after a capped exponential backoff with jitter and reads everything again (the differences become
   events).
 * **heartbeat loop** — every ``heartbeat`` seconds (or at once when kicked): ``HEXISTS`` each own field,
   write the missing ones again (``HSET``+``SETEX``+``PUBLISH``), ``SETEX`` the rest, in one ``MULTI``.
 * **reaper loop** — every ``reap_interval`` seconds while connected: ``EXISTS`` each followed field that
-  is not our own; ``HDEL`` the dead ones and apply their removal (the protocol's consumer-side reaper).
+  is not our own; reap the dead ones and apply their removal (the protocol's consumer-side reaper).
+
+To *reap* is :meth:`RedisClient.reap`: atomically per field, check the liveness key again, ``HDEL`` the
+field and, only when that ``HDEL`` removed it, ``PUBLISH CH_<app> "<addr> 0"`` — so every consumer,
+Go ones included (ssgo's reaper deletes without announcing), learns of the death at once, and of two
+reapers racing for one field exactly one announces it.
 
 No Redis error leaves these loops: a failed session is retried, a failed heartbeat or reap waits for the
 next round.
@@ -211,19 +216,25 @@ class Session:
 
 
 async def _read_alive(client: RedisClient, shared: SharedState, apps: list[str]) -> dict[str, dict[str, int]]:
-    """``HGETALL`` each app and ``EXISTS`` each field's liveness key; ``HDEL`` the dead fields no own
+    """``HGETALL`` each app and ``EXISTS`` each field's liveness key; reap the dead fields no own
     registration holds. Returns ``app -> {addr: weight}`` of the alive fields."""
     hashes = dict(zip(apps, await client.read_apps(apps), strict=True))
     fields = [(app, addr) for app, nodes in hashes.items() for addr in nodes]
     alive = dict(zip(fields, await client.alive(fields), strict=True))
-    await _delete_dead(client, [f for f, ok in alive.items() if not ok and shared.table.holds(*f) is None])
+    await _reap_dead(client, [f for f, ok in alive.items() if not ok and shared.table.holds(*f) is None])
     return {app: {a: w for a, w in nodes.items() if alive[(app, a)]} for app, nodes in hashes.items()}
 
 
-async def _delete_dead(client: RedisClient, fields: list[Field]) -> None:
-    if fields:
-        await client.delete_fields(fields)
-        log.info("redis: reaped %d dead node(s): %s", len(fields), fields[:5])
+async def _reap_dead(client: RedisClient, fields: list[Field]) -> list[Field]:
+    """Reap ``fields`` (see the module docstring); returns those that are gone (not alive again)."""
+    if not fields:
+        return []
+    reaped = await client.reap(fields)
+    if reaped.announced:
+        log.info(
+            "redis: reaped and announced %d dead node(s): %s", len(reaped.announced), reaped.announced[:5]
+        )
+    return reaped.gone
 
 
 # -- the heartbeat --------------------------------------------------------------------------------------
@@ -288,7 +299,7 @@ async def _reaper_loop(client: RedisClient, shared: SharedState) -> None:
 
 async def reap(client: RedisClient, shared: SharedState) -> None:
     """``EXISTS`` the liveness key of every field of the apps read and not being read, except own ones;
-    ``HDEL`` the dead fields and apply their removal (events for the watchers)."""
+    reap the dead fields and apply the removal of those gone (events for the watchers)."""
     table = shared.table
     keys = [
         (app, addr)
@@ -299,8 +310,7 @@ async def reap(client: RedisClient, shared: SharedState) -> None:
     ]
     alive = await client.alive(keys)
     dead = [key for key, ok in zip(keys, alive, strict=True) if not ok]
-    await _delete_dead(client, dead)
-    for app, addr in dead:
+    for app, addr in await _reap_dead(client, dead):
         shared.apply(app, [(addr, 0)])
 
 
