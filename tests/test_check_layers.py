@@ -284,7 +284,9 @@ def test_grpc_and_the_generated_messages_have_one_wrapper_on_each_side(tmp_path:
             "grpc.py": "def channel() -> None:\n    import grpc\n",
             "server/xds/__init__.py": "",
             "server/xds/server.py": "import grpc\n",
-            "server/xds/protos.py": "from envoy.config import listener_pb2\nfrom google.protobuf import any_pb2\n",
+            "server/xds/protos.py": (
+                "from envoy.config import listener_pb2\nfrom google.protobuf import any_pb2\n"
+            ),
             "server/xds/streams.py": "import grpc\nfrom envoy.config import listener_pb2\n",
             "client/calls.py": "from discoverd import grpc\n",
         },
