@@ -9,6 +9,7 @@ Flags use the names other tooling drives (``--addr``, ``--advertise``, ``--zone`
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -96,7 +97,21 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _serve(ns: argparse.Namespace) -> int:
+    """``discoverd serve``: 0 after a graceful stop (SIGTERM or SIGINT at any moment, start-up
+    included), 1 when the node cannot start (one line on stderr), 2 for a bad configuration."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # until the node's loop handles it
+    try:
+        return _serve_until_stopped(ns)
+    except KeyboardInterrupt:
+        return 0
+    finally:  # exiting: a late signal must not interrupt the interpreter's own shutdown
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+
+
+def _serve_until_stopped(ns: argparse.Namespace) -> int:
     from discoverd.server.auth import preflight
+    from discoverd.server.http_listen import ListenError
     from discoverd.server.runner import Node, serve_forever
 
     overrides = {k: v for k, v in vars(ns).items() if k not in {"command", "config"} and v is not None}
@@ -119,8 +134,11 @@ def _serve(ns: argparse.Namespace) -> int:
 
     try:
         serve_forever(config, on_ready=ready)
-    except OSError as exc:
+    except ListenError as exc:
         print(f"discoverd: cannot listen on {config.addr}: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"discoverd: {exc}", file=sys.stderr)
         return 1
     return 0
 

@@ -1,5 +1,5 @@
-"""Limits that keep one client from exhausting a node: connections per client host, held polls; and
-the start-up warning for a node exposed without tokens."""
+"""Limits that keep one client from exhausting a node: open connections (in total, and per client
+address under pressure), held polls; and the start-up warning for a node exposed without tokens."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import orjson
 import pytest
 
 from discoverd.server.auth import exposure_warnings, is_loopback
+from discoverd.server.http_limits import Occasional
 from discoverd.server.runner import Node
 from discoverd.testing import fast_config, running_node
 from tests.helpers import eventually
@@ -46,44 +47,76 @@ async def closed_by_peer(reader: asyncio.StreamReader) -> bool:
         return True
 
 
-async def test_flood_from_one_host_is_capped_and_others_are_served() -> None:
-    limit = 5
-    async with running_node(fast_config(max_conns_per_host=limit)) as node:
-        assert node.http is not None
-        http = node.http
-        flood = [await connect(node) for _ in range(limit)]
-        await eventually(
-            lambda: http.per_host.get("127.0.0.1") == limit, what="the first connections counted"
-        )
-        extra = [await connect(node) for _ in range(3 * limit)]
-        assert all([await closed_by_peer(r) for r, _ in extra])
-        assert http.refused == 3 * limit and http.per_host["127.0.0.1"] == limit
-        # the accepted ones still work, and so does another host (a different loopback address)
+async def test_without_pressure_one_address_holds_any_number_of_connections() -> None:
+    async with running_node(fast_config(max_connections=100, max_conns_per_host=2)) as node:
+        admission = node.http.table.admission
+        behind_one_nat = [await connect(node) for _ in range(10)]
+        assert all([await served(r, w) for r, w in behind_one_nat])
+        assert admission.per_host["127.0.0.1"] == 10 and admission.refused == 0
+        for _, w in behind_one_nat:
+            w.close()
+        await eventually(lambda: "127.0.0.1" not in admission.per_host, what="slots released")
+
+
+async def test_under_pressure_an_address_at_its_cap_is_refused_and_the_cap_is_global() -> None:
+    async with running_node(fast_config(max_connections=8, max_conns_per_host=2)) as node:
+        admission = node.http.table.admission  # pressure from 6 open connections (75 %)
+        flood = [await connect(node) for _ in range(6)]
         assert all([await served(r, w) for r, w in flood])
-        other = await connect(node, source="127.0.0.2")
-        assert await served(*other)
-        assert http.per_host["127.0.0.2"] == 1
-        # closing flood connections frees their slots
-        for _, w in flood:
+        extra = await connect(node)
+        assert await closed_by_peer(extra[0])  # its address holds 6 >= 2, under pressure
+        assert (admission.refused_host, admission.refused_full) == (1, 0)
+        other = [await connect(node, source="127.0.0.2") for _ in range(2)]
+        assert all([await served(r, w) for r, w in other])  # another address, below its cap
+        late = await connect(node, source="127.0.0.3")
+        assert await closed_by_peer(late[0])  # 8 open: the global cap refuses anyone
+        assert (admission.refused_host, admission.refused_full) == (1, 1)
+        assert node.http.refused == 2
+        for _, w in flood[:3]:
             w.close()
-        await eventually(lambda: "127.0.0.1" not in http.per_host, what="slots released")
-        again = await connect(node)
+        await eventually(lambda: admission.open == 5, what="slots released")
+        again = await connect(node, source="127.0.0.3")
         assert await served(*again)
-        for _, w in (*extra, other, again):
+        for _, w in (*flood[3:], extra, *other, late, again):
             w.close()
 
 
-async def test_the_http_clients_of_a_capped_host_see_closed_connections() -> None:
+async def test_the_http_clients_of_a_full_node_see_closed_connections() -> None:
     async with (
-        running_node(fast_config(max_conns_per_host=2)) as node,
+        running_node(fast_config(max_connections=2)) as node,
         aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True, limit=0)) as s,
     ):
         hold = [await connect(node), await connect(node)]
+        assert all([await served(r, w) for r, w in hold])
         with pytest.raises(aiohttp.ClientError):
             async with s.get(f"http://{node.address}/discovery/nodes") as r:
                 await r.read()
         for _, w in hold:
             w.close()
+
+
+def test_occasional_warnings_are_one_line_per_period_with_a_count(caplog: pytest.LogCaptureFixture) -> None:
+    now = [100.0]
+    errors = Occasional(
+        logging.getLogger("discoverd.test"), "accept failed", period=10.0, clock=lambda: now[0]
+    )
+    caplog.set_level(logging.WARNING, logger="discoverd.test")
+    for i in range(50):
+        errors.note(f"EMFILE #{i}")
+    errors.flush()
+    assert [r.getMessage() for r in caplog.records] == [
+        "accept failed: 1 time(s) since the last report (1 in all); last: EMFILE #0"
+    ]
+    now[0] += 9.9
+    errors.flush()
+    assert len(caplog.records) == 1
+    now[0] += 0.1
+    errors.flush()  # the reaper's periodic flush reports what was held back
+    assert caplog.records[1].getMessage() == (
+        "accept failed: 49 time(s) since the last report (50 in all); last: EMFILE #49"
+    )
+    errors.flush()
+    assert len(caplog.records) == 2 and errors.total == 50
 
 
 async def test_held_polls_are_capped_with_503() -> None:

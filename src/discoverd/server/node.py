@@ -2,19 +2,21 @@
 
 :meth:`Node.run` does, in order:
 
-1. **bind** the listen socket (nothing is accepted yet), so the advertised address is known;
+1. **bind** the listen socket (nothing is accepted yet), so the advertised address is known; raise
+   the file-descriptor soft limit to the hard one;
 2. **assemble** the parts (:meth:`Node._assemble`): registry, dispatcher and its subscribers in
    delivery order (stats → snapshots → cluster → replication → event log → long polls →
    dashboard), the endpoints, the route table, the request pipeline, and the HTTP server with its
    final handler;
 3. **restore** the snapshot (``--data-dir``), before any request is served;
-4. **serve**: accept connections; learn the peer set, sync from the peers (ending start-up protect
-   when one answers), register itself;
+4. **serve**: accept connections (and reap overdue ones from then on); learn the peer set, sync
+   from the peers (ending start-up protect when one answers), register itself;
 5. run the **loops** in one ``asyncio.TaskGroup``: eviction, guard recount, self-renew, end of
-   start-up protect, idle-connection reaping, snapshots;
-6. on :meth:`Node.stop` (the one switch), **shut down** gracefully: stop accepting, answer held
-   polls -304, save the snapshot, cancel the own registration, let replication drain briefly,
-   close connections (within 2 s).
+   start-up protect, snapshots;
+6. on :meth:`Node.stop` (the one switch, effective at any point of 1–5: a stop during the start-up
+   sync ends it at once), **shut down** gracefully: stop accepting, answer held polls -304, save the
+   snapshot, cancel the own registration, let replication drain briefly, close connections
+   (within 2 s).
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from discoverd.config import ServerConfig, join_hostport, split_hostport
 from discoverd.core.events import ProtectChanged
@@ -32,7 +35,9 @@ from discoverd.server.cluster import Membership, sync_from_peers
 from discoverd.server.dashboard import Dashboard
 from discoverd.server.eventlog import EventLog
 from discoverd.server.events import Dispatcher
-from discoverd.server.http import HttpServer, bind_socket, socket_address
+from discoverd.server.http import HttpServer
+from discoverd.server.http_limits import HttpLimits, connections_for, fd_soft_limit, raise_fd_limit
+from discoverd.server.http_listen import bind_socket, socket_address
 from discoverd.server.lifecycle import Lifecycle
 from discoverd.server.logs import RequestScope
 from discoverd.server.metrics import Metrics
@@ -92,17 +97,21 @@ class Node:
         host, port = split_hostport(self.config.addr)
         sock = bind_socket(host, port)
         try:
+            _raise_fd_limit(self.config)
             if not self.config.advertise:
                 self.config = self.config.replace(advertise=join_hostport(*socket_address(sock)))
             async with asyncio.TaskGroup() as tg:
                 self._assemble(tg)
-                await self._restore()
-                await self.http.start(sock, ssl_context=tls.server_context(self.config))
-                for warning in auth.exposure_warnings(host, self.config):
-                    log.warning("%s", warning)
-                log.info("discoverd listening on %s (advertise %s)", self.address, self.config.advertise)
                 try:
-                    await self._serve(tg)
+                    await self._restore()
+                    if not self._stop.is_set():
+                        await self.http.start(sock, ssl_context=tls.server_context(self.config))
+                        for warning in auth.exposure_warnings(host, self.config):
+                            log.warning("%s", warning)
+                        log.info(
+                            "discoverd listening on %s (advertise %s)", self.address, self.config.advertise
+                        )
+                        await self._serve(tg)
                 finally:
                     await self._shutdown()
         finally:
@@ -158,13 +167,8 @@ class Node:
             observe=self.metrics.latency.observe,
             access_log=c.access_log,
         )
-        self.http = HttpServer(
-            handler,
-            on_abort=self.parking.abort,
-            max_body=c.max_body,
-            idle_timeout=c.idle_timeout,
-            max_conns_per_host=c.max_conns_per_host,
-        )
+        limits = HttpLimits.from_config(c, fd_soft_limit())
+        self.http = HttpServer(handler, on_abort=self.parking.abort, limits=limits)
         self.metrics.add_http(self.http)
 
     def _replicator(self, tg: asyncio.TaskGroup) -> Replicator:
@@ -195,37 +199,55 @@ class Node:
 
     async def _serve(self, tg: asyncio.TaskGroup) -> None:
         c, life = self.config, self.lifecycle
-        self.membership.refresh()
-        if life.protected:
-            self.events.publish(
-                ProtectChanged(True, f"start-up: reads refused for up to {c.protect_duration:g} s")
-            )
+        tasks = [tg.create_task(_every(self.http.limits.period, self.http.table.reap))]
+        try:
+            self.membership.refresh()
+            if life.protected:
+                self.events.publish(
+                    ProtectChanged(True, f"start-up: reads refused for up to {c.protect_duration:g} s")
+                )
+            if not await self._unless_stopped(self._sync()):
+                return
+            life.register_self()
+            tasks += [
+                tg.create_task(_every(c.evict_interval, life.evict)),
+                tg.create_task(_every(c.recount_interval, life.recount)),
+                tg.create_task(_every(c.self_renew_interval, life.renew_self)),
+            ]
+            if life.protected:
+                tasks.append(tg.create_task(self._end_protect(c.protect_duration)))
+            if self.persistence is not None:
+                tasks.append(tg.create_task(self.persistence.run(c.snapshot_interval)))
+            self.ready.set()
+            await self._stop.wait()
+        finally:
+            for t in tasks:
+                t.cancel()
+
+    async def _sync(self) -> None:
         synced = await sync_from_peers(
             self.replicator,
             self.registry,
             clock=self.clock,
             publish=self.events.publish,
-            timeout=c.sync_timeout,
+            timeout=self.config.sync_timeout,
         )
         if synced:
-            life.end_protect("synced from a peer")
-        life.register_self()
-        tasks = [
-            tg.create_task(_every(c.evict_interval, life.evict)),
-            tg.create_task(_every(c.recount_interval, life.recount)),
-            tg.create_task(_every(c.self_renew_interval, life.renew_self)),
-            tg.create_task(_every(max(1.0, c.idle_timeout / 4), self.http.reap_idle)),
-        ]
-        if life.protected:
-            tasks.append(tg.create_task(self._end_protect(c.protect_duration)))
-        if self.persistence is not None:
-            tasks.append(tg.create_task(self.persistence.run(c.snapshot_interval)))
-        self.ready.set()
+            self.lifecycle.end_protect("synced from a peer")
+
+    async def _unless_stopped(self, work: Coroutine[Any, Any, None]) -> bool:
+        """Run ``work`` to its end (True), unless :meth:`stop` is asked first: then cancel it (False)."""
+        task = asyncio.ensure_future(work)
+        stopped = asyncio.ensure_future(self._stop.wait())
         try:
-            await self._stop.wait()
+            await asyncio.wait((task, stopped), return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for t in tasks:
-                t.cancel()
+            stopped.cancel()
+            task.cancel()  # nothing when it ended
+        if not task.done() or task.cancelled():
+            return False
+        task.result()  # its failure is the node's
+        return True
 
     async def _end_protect(self, after: float) -> None:
         await asyncio.sleep(after)
@@ -245,8 +267,38 @@ class Node:
         await asyncio.sleep(0)  # let the transports flush what was just written
         await self.replicator.drain(0.5)  # give the peers a moment to hear of our leave
         await self.replicator.aclose()
-        await asyncio.wait_for(self.http.close(), timeout=1.0)
-        log.info("discoverd stopped (%d held poll(s) answered -304)", answered)
+        await self.http.close(within=1.0)
+        t = self.http.table
+        log.info(
+            "discoverd stopped (%d held poll(s) answered -304; connections refused %d, accept errors %d, "
+            "closed past a deadline: %s)",
+            answered,
+            t.admission.refused,
+            t.accept_errors.total,
+            ", ".join(f"{why} {n}" for why, n in t.expired.items() if n) or "none",
+        )
+
+
+def _raise_fd_limit(c: ServerConfig) -> None:
+    """Raise the soft file-descriptor limit to the hard one, and say what the connection cap is."""
+    soft, hard = raise_fd_limit()
+    cap = connections_for(soft)
+    log.info(
+        "file descriptors: soft limit %d (hard %d); max_connections %d%s",
+        soft,
+        hard,
+        c.max_connections or cap,
+        "" if c.max_connections else " (from the limit, less a reserve)",
+    )
+    if c.max_connections > cap:
+        log.warning(
+            "max_connections %d is above the %d connections a limit of %d file descriptors leaves "
+            "room for (keeping %d for peers, snapshots and logs)",
+            c.max_connections,
+            cap,
+            soft,
+            soft - cap,
+        )
 
 
 async def _every(period: float, fn: Callable[[], object]) -> None:

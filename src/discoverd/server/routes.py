@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from discoverd.core.params import Form
 from discoverd.errors import ConfigError
@@ -53,17 +53,26 @@ class Route:
         return self.protocol and "GET" in self.methods
 
 
+_HEAD = frozenset({"HEAD"})
+
+
 class RouteTable:
-    """Routes by exact path. Built once, then read-only."""
+    """Routes by exact path. Built once, then read-only.
+
+    A route that answers GET answers HEAD too, with the same handler (Go's net/http does the
+    same): the HTTP layer sends the GET answer's status and headers, ``Content-Length`` included,
+    without its body.
+    """
 
     __slots__ = ("_routes",)
 
     def __init__(self, routes: Iterable[Route]) -> None:
         self._routes: dict[str, Route] = {}
-        for route in routes:
-            if route.path in self._routes:
-                raise ConfigError(f"two routes for {route.path}")
-            self._routes[route.path] = route
+        for given in routes:
+            if given.path in self._routes:
+                raise ConfigError(f"two routes for {given.path}")
+            head = "GET" in given.methods and "HEAD" not in given.methods
+            self._routes[given.path] = replace(given, methods=given.methods | _HEAD) if head else given
 
     def __repr__(self) -> str:
         return f"<RouteTable {len(self._routes)} routes>"
