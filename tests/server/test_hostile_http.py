@@ -9,7 +9,8 @@ connections are closed within a deadline and that the server's memory stays boun
 * many connections (the global cap; the per-address cap only under pressure; the fd limit raised);
 * running out of file descriptors (accept errors reported once, service resumes);
 * HTTP details: HEAD answers without a body, one answer to ``Upgrade``/``CONNECT``, ``100 Continue``
-  never ahead of earlier answers, and the pipeline cap behind a held request.
+  never ahead of earlier answers, the pipeline cap behind a held request, idle keep-alive reaping
+  (held requests exempt).
 """
 
 from __future__ import annotations
@@ -282,6 +283,23 @@ def test_slow_headers_slow_bodies_and_silent_connections_are_closed_at_their_dea
     for s in (*silent, *slow_headers, *slow_bodies):
         s.close()
     assert served(addr)
+
+
+async def test_idle_keep_alive_connections_are_reaped_but_held_requests_are_not() -> None:
+    async with running_node(fast_config(idle_timeout=0.5, poll_hold=30.0)) as node:
+        host, port = node.address.rsplit(":", 1)
+        idle_r, idle_w = await asyncio.open_connection(host, int(port))
+        idle_w.write(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert (await read_answers(idle_r, ["GET"]))[0][2] == b"ok"
+        idle_since = time.monotonic()
+        _, held_w = await asyncio.open_connection(host, int(port))
+        held_w.write(POLL)
+        await eventually(lambda: node.polls.waiters.count == 1, what="the poll held")
+        assert await asyncio.wait_for(idle_r.read(), 5) == b""  # closed by the server
+        assert time.monotonic() - idle_since >= 0.45
+        assert node.polls.waiters.count == 1 and len(node.http.connections) == 1  # the held one stays
+        idle_w.close()
+        held_w.close()
 
 
 # -- many connections -----------------------------------------------------------------------------
