@@ -99,8 +99,10 @@ def ended_cleanly(proc: subprocess.Popen[bytes], within: float) -> tuple[str, st
 
 
 def test_sigterm_right_after_the_process_starts_exits_cleanly(spawn: Spawn) -> None:
+    """From the first line of ``serve`` on: before it (the interpreter's start and ``import
+    discoverd``) SIGTERM keeps its default action, an exit by the signal before anything is bound."""
     proc = spawn("--addr", "127.0.0.1:0", *IDENTITY)
-    wait_for(lambda: catches_sigterm(proc.pid), 10, "the SIGTERM handler")  # from the first lines of serve
+    wait_for(lambda: catches_sigterm(proc.pid), 10, "the SIGTERM handler")
     proc.send_signal(signal.SIGTERM)
     ended_cleanly(proc, 10)
 

@@ -66,8 +66,11 @@ class Listener(Generic[C]):
         return f"<Listener {self.sock.getsockname()} {state}>"
 
     def start(self) -> None:
-        """Listen and accept from now on."""
-        self.sock.listen(BACKLOG)
+        """Listen and accept from now on; raises :class:`ListenError` when the socket cannot listen."""
+        try:
+            self.sock.listen(BACKLOG)
+        except OSError as exc:
+            raise ListenError(exc.errno, exc.strerror or str(exc)) from exc
         self._watch()
 
     def stop(self) -> None:
