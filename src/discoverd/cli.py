@@ -131,6 +131,8 @@ def _serve_until_stopped(ns: argparse.Namespace) -> int:
 
     def ready(node: Node) -> None:
         print(f"discoverd listening on {node.address}", flush=True)
+        if node.xds_address:
+            print(f"discoverd xds listening on {node.xds_address}", flush=True)
 
     try:
         serve_forever(config, on_ready=ready)

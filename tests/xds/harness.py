@@ -1,7 +1,6 @@
 """Helpers for the xDS tests: a node with its xDS server, real gRPC backends, a grpcio xDS client.
 
-* :func:`xds_node` — ``running_node`` plus an :class:`XdsServer` subscribed to its events (what the
-  node does with ``--xds``), on OS-assigned loopback ports;
+* :func:`xds_node` — ``running_node`` with ``--xds`` on OS-assigned loopback ports;
 * :class:`Backend` — a real ``grpc.aio`` server answering ``/test.Echo/Who`` with its name;
 * :class:`Registrar` — register / cancel / set over the HTTP protocol;
 * :class:`XdsClient` — ``tests/xds/client_proc.py`` in a child process (grpcio's own xDS client),
@@ -37,15 +36,12 @@ SERVICE, METHOD = "test.Echo", "Who"
 
 @contextlib.asynccontextmanager
 async def xds_node(xds: str = "127.0.0.1:0", **config: Any) -> AsyncIterator[tuple[Node, XdsServer]]:
-    """A node and its xDS server (subscribed before it serves), stopped at the end of the block."""
+    """A node serving xDS (``--xds``: the node builds, subscribes, starts and stops its own
+    :class:`XdsServer`), stopped at the end of the block."""
     async with running_node(fast_config(xds=xds, **config)) as node:
-        server = XdsServer(node.config, node.registry)
-        node.events.subscribe(server)
-        await server.start()
-        try:
-            yield node, server
-        finally:
-            await server.aclose()
+        server = node.xds
+        assert isinstance(server, XdsServer) and node.xds_address
+        yield node, server
 
 
 class Backend:

@@ -9,6 +9,7 @@ Reading is cheap and side-effect free.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 import time
 from typing import Any, Final
@@ -48,7 +49,17 @@ class StateView:
         g = p.registry.guard
         nodes = tuple((n["addr"], n["status"]) for n in self.nodes())
         grace = p.clock() < p.lifecycle.no_evict_until
-        return (g.protecting, g.last_window, g.expected, g.threshold, p.lifecycle.protected, grace, nodes)
+        xds = tuple((c["peer"], c["node_id"], str(c["watching"])) for c in self.xds_clients())
+        return (
+            g.protecting,
+            g.last_window,
+            g.expected,
+            g.threshold,
+            p.lifecycle.protected,
+            grace,
+            nodes,
+            xds,
+        )
 
     def renew_mark(self, flt: Filter) -> int:
         """Moves on every renew shown by ``flt``: the app's latest renew, or the node's renew count."""
@@ -70,6 +81,7 @@ class StateView:
             "node": self.node_info(),
             "guard": self.guard(now),
             "nodes": self.nodes(),
+            "xds": None if self.parts.xds is None else self.xds_clients(),
             "apps": [_app_row(a) for a in apps],
             "selected": None if flt is None else {"appid": flt[0], "env": flt[1], "found": bool(shown)},
             "instances": [
@@ -79,6 +91,17 @@ class StateView:
                 for _, i in sorted(a.zones[zone].items())
             ],
         }
+
+    def xds_clients(self) -> list[dict[str, Any]]:
+        """The xDS (ADS) streams: node id, address, env, zone, what each watches, NACKs; ``[]`` without
+        an xDS server."""
+        xds = self.parts.xds
+        if xds is None:
+            return []
+        rows = [dataclasses.asdict(c) for c in xds.clients()]
+        for row in rows:
+            row["watching"] = {kind: list(names) for kind, names in row["watching"].items()}
+        return sorted(rows, key=lambda r: (r["node_id"], r["peer"]))
 
     def node_info(self) -> dict[str, Any]:
         p = self.parts

@@ -20,7 +20,7 @@ import operator
 import platform
 import time
 from collections import Counter
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -36,6 +36,7 @@ from discoverd.server.http import HttpRequest, HttpServer, build_response
 from discoverd.server.parts import NodeParts
 from discoverd.server.replication import NODE_UP
 from discoverd.server.routes import Route
+from discoverd.server.xds.stats import KINDS, XdsStats
 
 #: Upper bounds (seconds) of the handler-latency buckets: handlers take tens of microseconds.
 LATENCY_BUCKETS: Final = (
@@ -314,6 +315,13 @@ class NodeCollector(Collector):
             if peer is not None:
                 up.add_metric([name], int(peer.status == NODE_UP))
         yield from (pending, lag, up, *counters.values())
+        ignored = CounterMetricFamily(
+            "discoverd_peers_ignored",
+            "infra.discovery registrations not made replication peers (over the caps, or not "
+            "authenticated as a peer while a peer secret is set).",
+        )
+        ignored.add_metric([], self.parts.membership.ignored)
+        yield ignored
 
     def _snapshot(self) -> Iterator[Metric]:
         p = self.parts.persistence
@@ -336,6 +344,38 @@ class NodeCollector(Collector):
                 "When the last snapshot was written.",
                 p.saved_at / 1e9,
             )
+
+
+class XdsCollector(Collector):
+    """The xDS server's streams, pushes, ACKs and NACKs per resource type, read at scrape time."""
+
+    def __init__(self, stats: Callable[[], XdsStats]) -> None:
+        self.stats = stats
+
+    def __repr__(self) -> str:
+        return f"<XdsCollector {self.stats!r}>"
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        s = self.stats()
+        yield _gauge("discoverd_xds_streams", "Open xDS (ADS) streams.", s.streams)
+        for name, doc, value in (
+            ("discoverd_xds_streams_opened", "xDS streams accepted.", s.streams_opened),
+            ("discoverd_xds_streams_refused", "xDS streams refused for a missing or bad token.", s.refused),
+            ("discoverd_xds_encodings", "xDS resources encoded (once per change).", s.encodings),
+        ):
+            yield CounterMetricFamily(name, doc, value=value)
+        for name, doc, by_kind in (
+            ("discoverd_xds_pushes", "xDS responses sent, by resource type.", s.pushes),
+            ("discoverd_xds_acks", "xDS responses accepted by clients, by resource type.", s.acks),
+            ("discoverd_xds_nacks", "xDS responses rejected by clients, by resource type.", s.nacks),
+        ):
+            fam = CounterMetricFamily(name, doc, labels=["type"])
+            for kind in KINDS:
+                fam.add_metric([kind], by_kind[kind])
+            yield fam
 
 
 class HttpCollector(Collector):
@@ -381,6 +421,8 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=False)
         self.latency = LatencyTable(protocol_paths)
         self.registry.register(NodeCollector(parts, self.latency))
+        if parts.xds is not None:
+            self.registry.register(XdsCollector(parts.xds.stats))
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
 

@@ -49,6 +49,7 @@ from discoverd.server.protocol import Endpoints
 from discoverd.server.replication import Replicator
 from discoverd.server.routes import RouteTable, health_route, protocol_routes
 from discoverd.server.stats import Counters, EventCounter
+from discoverd.server.xds.stats import XdsService
 
 log = logging.getLogger("discoverd.node")
 
@@ -74,6 +75,8 @@ class Node:
         self._closed = False
         self.events = Dispatcher()
         """Subscribe here to receive the node's events (after the node's own subscribers)."""
+        self.xds_address = ""
+        """The xDS server's bound ``host:port`` once serving (``--xds``), else ""."""
         self.counters = Counters()
 
     def __repr__(self) -> str:
@@ -106,6 +109,8 @@ class Node:
                     await self._restore()
                     if not self._stop.is_set():
                         await self.http.start(sock, ssl_context=tls.server_context(self.config))
+                        if self.xds is not None:
+                            self.xds_address = await self.xds.start()
                         for warning in auth.exposure_warnings(host, self.config):
                             log.warning("%s", warning)
                         log.info(
@@ -130,8 +135,18 @@ class Node:
         self.membership = Membership(c, reg, publish)
         self.replicator = self._replicator(tg)
         self.polls = LongPolls(reg, self.parking, c, self.counters, loop)
+        self.xds = _xds_server(c, reg, self.clock)
         parts = NodeParts(
-            c, reg, self.counters, self.lifecycle, self.parking, self.replicator, self.persistence, self.clock
+            c,
+            reg,
+            self.counters,
+            self.lifecycle,
+            self.parking,
+            self.replicator,
+            self.persistence,
+            self.clock,
+            self.membership,
+            self.xds,
         )
         self.dashboard = Dashboard(parts, self.parking, loop) if c.dashboard else None
         scope = RequestScope()
@@ -143,6 +158,7 @@ class Node:
             EventLog(scope),
             self.polls,
             self.dashboard,
+            self.xds,
         ):
             if subscriber is not None:
                 self.events.subscribe(subscriber)
@@ -258,6 +274,8 @@ class Node:
             return
         self._closed = True
         self.http.stop_accepting()
+        if self.xds is not None:
+            await self.xds.aclose()  # ADS streams never end by themselves: cancel them at once
         answered = self.polls.shutdown()
         if self.dashboard is not None:
             self.dashboard.shutdown()
@@ -277,6 +295,15 @@ class Node:
             t.accept_errors.total,
             ", ".join(f"{why} {n}" for why, n in t.expired.items() if n) or "none",
         )
+
+
+def _xds_server(c: ServerConfig, reg: Registry, clock: Callable[[], int]) -> XdsService | None:
+    """The xDS server when ``--xds`` is set; grpcio and protobuf are imported only then."""
+    if not c.xds:
+        return None
+    from discoverd.server.xds.server import XdsServer
+
+    return XdsServer(c, reg, clock=clock)
 
 
 def _raise_fd_limit(c: ServerConfig) -> None:

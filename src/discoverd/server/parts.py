@@ -11,11 +11,13 @@ from dataclasses import dataclass
 
 from discoverd.config import ServerConfig
 from discoverd.core.registry import Registry
+from discoverd.server.cluster import Membership
 from discoverd.server.lifecycle import Lifecycle
 from discoverd.server.parking import Parking
 from discoverd.server.persistence import Persistence
 from discoverd.server.replication import Replicator
 from discoverd.server.stats import Counters
+from discoverd.server.xds.stats import XdsView
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -29,3 +31,6 @@ class NodeParts:
     replicator: Replicator
     persistence: Persistence | None
     clock: Callable[[], int]
+    membership: Membership
+    xds: XdsView | None = None
+    """The xDS server (``--xds``), or ``None``."""

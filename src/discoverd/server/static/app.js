@@ -175,6 +175,7 @@
     renderNode();
     renderGuard();
     renderNodes();
+    renderXds();
     renderApps();
     renderInstances();
   }
@@ -226,6 +227,25 @@
       ),
     );
     $("nodes").tBodies[0].replaceChildren(...rows);
+  }
+
+  function renderXds() {
+    const panel = $("xds-panel");
+    panel.hidden = state.xds === null;
+    if (state.xds === null) return;
+    const rows = state.xds.map((c) =>
+      el("tr", { "data-node": c.node_id },
+        el("td", { class: "mono", text: c.node_id || "(no request yet)" }),
+        el("td", { class: "mono", text: c.peer }),
+        el("td", { text: c.env }),
+        el("td", { text: c.zone }),
+        el("td", { text: (c.watching.endpoints || c.watching.listener || []).join(", ") }),
+        el("td", { text: String(c.nacks) }),
+      ),
+    );
+    $("xds").tBodies[0].replaceChildren(...rows);
+    $("xds-count").textContent = `(${state.xds.length})`;
+    $("xds-empty").hidden = state.xds.length > 0;
   }
 
   function zoneCounts(zones) {

@@ -8,7 +8,9 @@ values to export.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Protocol
+
+from discoverd.core.events import Event
 
 KINDS: Final = ("listener", "cluster", "endpoints")
 """The served resource types by short name, in the order they are sent."""
@@ -56,3 +58,32 @@ class XdsClient:
     """When the stream opened (seconds since the epoch)."""
     nacks: int
     """Responses this client rejected."""
+
+
+class XdsView(Protocol):
+    """What the node's views (metrics, dashboard) read of a running xDS server."""
+
+    def stats(self) -> XdsStats:
+        """Counts since the server started."""
+        ...
+
+    def clients(self) -> list[XdsClient]:
+        """The open ADS streams."""
+        ...
+
+
+class XdsService(XdsView, Protocol):
+    """What the node runs: a subscriber of the registry's content events with a lifecycle."""
+
+    @property
+    def kinds(self) -> tuple[type[Event], ...]: ...
+
+    def on_event(self, event: Event) -> None:
+        """Push the change to the streams watching the changed apps."""
+
+    async def start(self) -> str:
+        """Listen; returns the bound ``host:port``. Raises :class:`OSError` when it cannot."""
+        ...
+
+    async def aclose(self) -> None:
+        """Stop serving and cancel every stream at once; idempotent."""
