@@ -391,13 +391,33 @@ class HttpCollector(Collector):
         return []
 
     def collect(self) -> Iterator[Metric]:
-        yield _gauge("discoverd_http_connections", "Open client connections.", len(self.http.connections))
-        fam = CounterMetricFamily(
+        t = self.http.table
+        yield _gauge("discoverd_http_connections", "Open client connections.", len(t.connections))
+        yield _gauge(
+            "discoverd_http_connections_limit", "max_connections: open connections beyond it are refused.",
+            t.admission.max_connections,
+        )  # fmt: skip
+        refused = CounterMetricFamily(
             "discoverd_http_connections_refused",
-            "Connections closed at once: their host was at the limit.",
+            "Connections closed at once: the node was full, or under pressure and their address at "
+            "max_conns_per_host.",
+            labels=["reason"],
         )
-        fam.add_metric([], self.http.refused)
-        yield fam
+        refused.add_metric(["full"], t.admission.refused_full)
+        refused.add_metric(["host"], t.admission.refused_host)
+        yield refused
+        expired = CounterMetricFamily(
+            "discoverd_http_connections_expired",
+            "Connections closed past a deadline (headers, body, idle keep-alive, unread answers).",
+            labels=["deadline"],
+        )
+        for why, n in sorted(t.expired.items()):
+            expired.add_metric([why], n)
+        yield expired
+        yield CounterMetricFamily(
+            "discoverd_http_accept_errors", "Failed accepts (e.g. out of file descriptors).",
+            value=t.accept_errors.total,
+        )  # fmt: skip
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
