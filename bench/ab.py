@@ -6,7 +6,9 @@ the same load, ``--rounds`` times, and reports each run and the ratio of the med
 
 * **A** is a ``src`` directory of another checkout (for example a ``git worktree`` of the previous
   commit: ``git worktree add /tmp/base HEAD~1``), given as ``--a-src /tmp/base/src``;
-* **B** is this checkout's ``src`` unless ``--b-src`` says otherwise.
+* **B** is this checkout's ``src`` unless ``--b-src`` says otherwise;
+* ``--a-args`` / ``--b-args`` add server flags to one side (the same tree with and without a feature:
+  ``--a-src src --b-args '--xds 127.0.0.1:0'``).
 
 The server child runs with ``PYTHONPATH`` set to the tree's ``src``, so the same interpreter and
 dependencies serve both trees. Benchmarks: ``renew`` and ``fetch`` (wrk, req/s), ``polls`` (held
@@ -49,6 +51,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--a-src", type=Path, required=True, help="the src directory of tree A")
     p.add_argument("--b-src", type=Path, default=Path(__file__).resolve().parent.parent / "src")
     p.add_argument("--rounds", type=int, default=3, help="A/B pairs per benchmark (3)")
+    p.add_argument("--a-args", default="", help="extra server flags for A (e.g. '--xds 127.0.0.1:0')")
+    p.add_argument("--b-args", default="", help="extra server flags for B")
     a = p.parse_args(argv)
     a.baseline = False
     a.poll_clients = "raw"
@@ -56,18 +60,19 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def with_tree(
-    src: Path, fn: Callable[[argparse.Namespace], dict[str, Any]], a: argparse.Namespace
+    src: Path, args: str, fn: Callable[[argparse.Namespace], dict[str, Any]], a: argparse.Namespace
 ) -> dict[str, Any]:
-    """Run ``fn`` with the server child importing discoverd from ``src``."""
-    before = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = str(src)
+    """Run ``fn`` with the server child importing discoverd from ``src``, with ``args`` as extra flags."""
+    saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "BENCH_SERVER_ARGS")}
+    os.environ["PYTHONPATH"], os.environ["BENCH_SERVER_ARGS"] = str(src), args
     try:
         return fn(a)
     finally:
-        if before is None:
-            del os.environ["PYTHONPATH"]
-        else:
-            os.environ["PYTHONPATH"] = before
+        for k, v in saved.items():
+            if v is None:
+                del os.environ[k]
+            else:
+                os.environ[k] = v
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,12 +85,12 @@ def main(argv: list[str] | None = None) -> int:
         for key in keys:
             results[key] = {"A": [], "B": []}
         for round_no in range(a.rounds):
-            for side, src in (("A", a.a_src), ("B", a.b_src)):
-                harness.log(f"ab: {name} round {round_no + 1}/{a.rounds}, tree {side} ({src})")
-                r = with_tree(src, fn, a)
+            for side, src, args in (("A", a.a_src, a.a_args), ("B", a.b_src, a.b_args)):
+                harness.log(f"ab: {name} round {round_no + 1}/{a.rounds}, tree {side} ({src}) {args}")
+                r = with_tree(src, args, fn, a)
                 for key in keys:
                     results[key][side].append(BENCHES[key][1](r))
-    print(f"A = {a.a_src}, B = {a.b_src}, {a.rounds} alternated round(s)", flush=True)
+    print(f"A = {a.a_src} {a.a_args}, B = {a.b_src} {a.b_args}, {a.rounds} alternated round(s)", flush=True)
     for key, sides in results.items():
         ma, mb = statistics.median(sides["A"]), statistics.median(sides["B"])
         runs = " ".join(f"A {x:,.1f} / B {y:,.1f}" for x, y in zip(sides["A"], sides["B"], strict=True))

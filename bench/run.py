@@ -172,8 +172,10 @@ def _read_line(fd: int, timeout: float) -> str:
 
 
 def discoverd(*extra: str) -> Child:
+    """A ``discoverd serve`` child; ``BENCH_SERVER_ARGS`` (space-separated) adds flags (``bench/ab.py``)."""
     cmd = [sys.executable, "-m", "discoverd", "serve", "--addr", "127.0.0.1:0", "--hostname", "bench-node"]
-    return Child([*cmd, "--log-level", "warning", *extra], "discoverd")
+    more = os.environ.get("BENCH_SERVER_ARGS", "").split()
+    return Child([*cmd, "--log-level", "warning", *extra, *more], "discoverd")
 
 
 def baseline() -> Child:

@@ -243,6 +243,43 @@ def test_a_client_that_never_reads_its_answers_is_cut_off_with_bounded_memory(
     assert fetch_ok(addr, "big")
 
 
+def send_deadline_closes(addr: str) -> int:
+    """``discoverd_http_connections_expired_total{deadline="send"}`` from ``/metrics``."""
+    text = exchange(addr, b"GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n").decode()
+    found = re.search(r'^discoverd_http_connections_expired_total\{deadline="send"\} (\S+)$', text, re.M)
+    return int(float(found.group(1))) if found else 0
+
+
+def test_pipelined_polls_never_read_are_cut_off_while_changes_wake_them(hardened: ServerProcess) -> None:
+    """20 connections pipeline 300 polls each of a ~29 KB app and never read; changes keep waking them."""
+    addr, pid = hardened.addr, hardened.pid
+    assert pid is not None
+    meta = orjson.dumps({"blob": "x" * 400}).decode()
+    for i in range(60):
+        assert register(addr, f"pb-{i:02d}", appid="polled", metadata=meta)["code"] == 0
+    base, before = rss(pid), send_deadline_closes(addr)
+    poll = (
+        b"GET /discovery/polls?env=dev&hostname=c&appid=polled&latest_timestamp=0 HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    hostile = [open_conn(addr, rcvbuf=4096) for _ in range(20)]
+    for sock in hostile:
+        sock.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            sock.send(poll * 300)
+    started, peak = time.monotonic(), base
+    while time.monotonic() - started < 15 and send_deadline_closes(addr) - before < len(hostile):
+        assert register(addr, f"churn-{time.monotonic_ns()}", appid="polled")["code"] == 0  # wake them all
+        peak = max(peak, rss(pid))
+        assert peak - base < 80 * MIB, f"server RSS grew by {(peak - base) / MIB:.0f} MiB"
+        assert fetch_ok(addr, "polled")  # others are served meanwhile
+    elapsed = time.monotonic() - started
+    for sock in hostile:
+        sock.close()
+    assert send_deadline_closes(addr) - before >= len(hostile), f"still open after {elapsed:.1f} s"
+    assert elapsed < 10
+    assert fetch_ok(addr, "polled")
+
+
 # -- slow clients -----------------------------------------------------------------------------------
 
 
