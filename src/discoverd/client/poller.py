@@ -16,7 +16,7 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from discoverd.client.transport import Transport
+from discoverd.client.transport import Answer, Transport
 from discoverd.core.backoff import Backoff
 from discoverd.core.nodes import NodeList
 from discoverd.core.watch import WatchState
@@ -122,11 +122,22 @@ class Poller:
         answer = await self._transport.call(
             node, "GET", "polls", params, timeout=wait, headers={"x1-bmspy-timeout": str(int(wait * 1000))}
         )
+        self.handle(answer)
+
+    def handle(self, answer: Answer) -> list[str]:
+        """Apply one ``polls`` answer: update the state, learn the nodes from ``infra.discovery``,
+        call ``on_change`` once per watched app whose list changed; returns those appids.
+
+        ``-304`` changes nothing. Raises the answer's error (:class:`DiscoverdError`) for another
+        non-zero code or a malformed body; the state is then untouched.
+        """
         if answer.code == NOT_MODIFIED:
-            return
+            return []
         if answer.code != 0:
             raise error_for_code(answer.code, answer.message)
-        for appid in self._state.apply(answer.data):
+        changed = self._state.apply(answer.data)
+        for appid in changed:
             if appid == INFRA_APPID:
                 self._nodes.learn(self._state.apps[INFRA_APPID].instances)
             self._on_change(appid)
+        return changed

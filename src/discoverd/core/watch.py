@@ -9,15 +9,26 @@ Rules (fixing the Go client's pitfalls, spec §11.17):
 * an app reported missing (``error.-404``), an error, or a node outage never touches the cache;
 * on a node switch every ``latest_timestamp`` goes back to 0 (they are per node);
 * an answer with ``latest_timestamp`` 0 or a malformed body is an error (the caller switches node).
+
+Decoding is incremental (the SDK's CPU per poll answer bounds the clients' fan-out): an app whose
+``latest_timestamp`` equals the one its cached list came from, on the same node, keeps its list
+without decoding it; an instance whose JSON object equals the one it was built from last time is
+the same :class:`Instance` object. The lists are equal to a full decode either way; the body of a
+skipped app is not checked again (it is the one checked before), and an object equal to a checked
+one (Python's ``==``: ``1 == 1.0 == True``) counts as checked.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from discoverd.errors import BadRequest
 from discoverd.model import Instance
+
+Built = dict[tuple[str, str], tuple[Any, Instance]]
+"""(zone, hostname) → (the JSON object, the instance decoded from it)."""
 
 
 @dataclass(slots=True)
@@ -34,6 +45,11 @@ class AppView:
     """The app's multi-zone scheduler (consumer zone → provider zone → weight), when the server sends one."""
     dirty: bool = False
     """Set when this client wrote to the app: reads should ask a node until the next answer."""
+    fresh: int = 0
+    """The ``latest_timestamp`` of the poll answer ``instances`` came from (0: unknown, e.g. after
+    a node switch or a fetch): an answer with the same one, from the same node, holds the same list."""
+    built: Built = field(default_factory=dict)
+    """The (zone, hostname) → (JSON object, instance) map of the last decode, for reuse."""
 
 
 class WatchState:
@@ -59,7 +75,7 @@ class WatchState:
     def reset_latest(self) -> None:
         """Forget every ``latest_timestamp`` (the node changed; the cache stays)."""
         for view in self.apps.values():
-            view.latest = 0
+            view.latest = view.fresh = 0
 
     def store(self, appid: str, instances: list[Instance], latest: int) -> bool:
         """Record a fetched list (outside the poll loop); True if it changed the view."""
@@ -70,34 +86,75 @@ class WatchState:
         view.dirty = False
         if view.known and view.instances == instances:
             return False
-        view.instances, view.known = instances, True
+        view.instances, view.known, view.fresh = instances, True, 0
         view.version += 1
         return True
 
     def apply(self, data: Any) -> list[str]:
         """Apply the ``data`` of a ``polls`` answer; returns the watched appids that changed.
 
-        Raises :class:`BadRequest` on a malformed answer (the caller treats it as a node error).
+        Raises :class:`BadRequest` on a malformed answer (the caller treats it as a node error);
+        the state is then untouched. Unchanged apps and instances are not rebuilt (module doc).
         """
         if not isinstance(data, dict):
             raise BadRequest("polls answer: data is not an object")
-        decoded = {appid: decode_info(info) for appid, info in data.items() if appid in self.apps}
+        decoded = [
+            (self.apps[a], info, _decode_view(self.apps[a], info))
+            for a, info in data.items()
+            if a in self.apps
+        ]
         changed = []
-        for appid, (instances, latest) in decoded.items():
-            view = self.apps[appid]
+        for view, info, (instances, latest, built) in decoded:
             view.latest = latest
-            view.scheduler = decode_scheduler(data[appid])
+            view.scheduler = decode_scheduler(info)
             view.dirty = False
+            if built is None:
+                continue  # same latest_timestamp from the same node: the same list
+            view.built, view.fresh = built, latest
             if view.known and view.instances == instances:
                 continue
             view.instances, view.known = instances, True
             view.version += 1
-            changed.append(appid)
+            changed.append(view.appid)
         return changed
 
 
-def decode_info(info: Any) -> tuple[list[Instance], int]:
-    """An InstanceInfo (``{"instances": {zone: [...]}, "latest_timestamp": N}``) → (instances, latest)."""
+def _decode_view(view: AppView, info: Any) -> tuple[list[Instance], int, Built | None]:
+    """``info`` decoded for ``view``: (instances, latest, built); ``built`` is ``None`` (and the
+    list empty) when the view's list is known to be current, see :attr:`AppView.fresh`."""
+    zones, latest = _info_parts(info)
+    if view.known and view.fresh == latest:
+        return [], latest, None
+    instances, built = decode_reusing(zones, view.built)
+    return instances, latest, built
+
+
+def decode_reusing(
+    zones: dict[str, Any], previous: Mapping[tuple[str, str], tuple[Any, Instance]]
+) -> tuple[list[Instance], Built]:
+    """The instances of ``zones`` (InstanceInfo's ``instances``) in order, and their (zone, hostname)
+    → (object, instance) map. An object equal to the one ``previous`` holds for its key gives that
+    same instance; any other is decoded (:meth:`Instance.from_wire`, which raises :class:`BadRequest`)."""
+    out: list[Instance] = []
+    built: Built = {}
+    for zone, zone_list in zones.items():
+        if not isinstance(zone_list, list):
+            raise BadRequest("InstanceInfo: a zone must hold an array")
+        for obj in zone_list:
+            host = obj.get("hostname") if type(obj) is dict else None
+            if type(host) is not str:
+                out.append(Instance.from_wire(obj))
+                continue
+            key = (zone, host)
+            old = previous.get(key)
+            ins = old[1] if old is not None and old[0] == obj else Instance.from_wire(obj)
+            built[key] = (obj, ins)
+            out.append(ins)
+    return out, built
+
+
+def _info_parts(info: Any) -> tuple[dict[str, Any], int]:
+    """An InstanceInfo's zones object and ``latest_timestamp``, checked; raises :class:`BadRequest`."""
     if not isinstance(info, dict):
         raise BadRequest("InstanceInfo: not an object")
     latest = info.get("latest_timestamp")
@@ -108,6 +165,12 @@ def decode_info(info: Any) -> tuple[list[Instance], int]:
         zones = {}
     if not isinstance(zones, dict):
         raise BadRequest("InstanceInfo: instances must be an object of zones")
+    return zones, latest
+
+
+def decode_info(info: Any) -> tuple[list[Instance], int]:
+    """An InstanceInfo (``{"instances": {zone: [...]}, "latest_timestamp": N}``) → (instances, latest)."""
+    zones, latest = _info_parts(info)
     out: list[Instance] = []
     for zone_list in zones.values():
         if not isinstance(zone_list, list):
