@@ -54,3 +54,15 @@ def test_close_reports_what_was_not_reported_and_forgets_the_key() -> None:
 def test_interval_must_be_positive() -> None:
     with pytest.raises(ValueError, match="positive"):
         Throttle(0)
+
+
+def test_due_reports_the_counted_occurrences_once_the_interval_passed() -> None:
+    t = Throttle(10.0)
+    assert t.due("k", 0.0) is None  # unknown key
+    assert t.hit("k", 100.0, "e0") == Report(1, 0.0, "e0", True)
+    assert t.due("k", 105.0) is None  # nothing counted yet
+    assert t.hit("k", 101.0, "e1") is None and t.hit("k", 102.0, "e2") is None
+    assert t.due("k", 109.9) is None
+    assert t.due("k", 110.0) == Report(2, 10.0, "e2", False)
+    assert t.due("k", 125.0) is None  # reported: nothing left
+    assert t.hit("k", 112.0, "e3") is None  # a new window opened at 110

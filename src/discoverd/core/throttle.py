@@ -70,6 +70,16 @@ class Throttle:
         w.start, w.count = now, 0
         return report
 
+    def due(self, key: Hashable, now: float) -> Report | None:
+        """The summary of what was counted for ``key``, once ``interval`` has passed since its window
+        opened (a periodic check, between occurrences); else ``None``. A report opens a new window."""
+        w = self._windows.get(key)
+        if w is None or w.count == 0 or now - w.start < self.interval:
+            return None
+        report = Report(w.count, now - w.start, w.detail, False)
+        w.start, w.count = now, 0
+        return report
+
     def close(self, key: Hashable, now: float) -> Report | None:
         """Forget ``key``; the summary of what was counted and not reported yet, if anything."""
         w = self._windows.pop(key, None)

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Final, Generic, Protocol, TypeVar
 
 from discoverd.config import ServerConfig
+from discoverd.core.throttle import Report, Throttle
 
 IDLE: Final = 0
 """Between requests: ``idle_timeout`` applies while no answer is outstanding."""
@@ -194,13 +195,14 @@ class Admission:
 
 
 class Occasional:
-    """A warning that may happen often, logged at most once per ``period`` with a count.
+    """A warning that may happen often, logged at most once per ``period`` with a count: one
+    :class:`~discoverd.core.throttle.Throttle` key, logged.
 
-    :meth:`note` counts an occurrence and logs at once when the last line is older than ``period``;
-    :meth:`flush` (called periodically) logs the occurrences counted since, if any.
+    :meth:`note` counts an occurrence and logs at once when nothing was logged for a period;
+    :meth:`flush` (called periodically) logs the occurrences counted since, once a period has passed.
     """
 
-    __slots__ = ("_clock", "_last_text", "_log", "_next", "_pending", "period", "total", "what")
+    __slots__ = ("_clock", "_log", "_throttle", "total", "what")
 
     def __init__(
         self,
@@ -212,11 +214,8 @@ class Occasional:
     ) -> None:
         self._log = logger
         self.what = what
-        self.period = period
         self._clock = clock
-        self._next = 0.0
-        self._pending = 0
-        self._last_text = ""
+        self._throttle = Throttle(period)
         self.total = 0
         """Occurrences since the start."""
 
@@ -226,24 +225,21 @@ class Occasional:
     def note(self, text: str) -> None:
         """One occurrence, described by ``text`` (the last one's text is logged)."""
         self.total += 1
-        self._pending += 1
-        self._last_text = text
-        self.flush()
+        self._report(self._throttle.hit(None, self._clock(), text))
 
     def flush(self) -> None:
-        """Log the occurrences not logged yet, unless a line was logged less than a period ago."""
-        now = self._clock()
-        if not self._pending or now < self._next:
-            return
-        self._log.warning(
-            "%s: %d time(s) since the last report (%d in all); last: %s",
-            self.what,
-            self._pending,
-            self.total,
-            self._last_text,
-        )
-        self._pending = 0
-        self._next = now + self.period
+        """Log the occurrences not logged yet, once a period has passed since the last line."""
+        self._report(self._throttle.due(None, self._clock()))
+
+    def _report(self, report: Report | None) -> None:
+        if report is not None:
+            self._log.warning(
+                "%s: %d time(s) since the last report (%d in all); last: %s",
+                self.what,
+                report.count,
+                self.total,
+                report.detail,
+            )
 
 
 class Tracked(Protocol):
