@@ -9,6 +9,7 @@ import pytest
 from discoverd.core.cluster import desired_peers, peers_changed
 from discoverd.core.events import (
     CONTENT,
+    SOURCE_BY_FLAGS,
     Cancelled,
     Evicted,
     GuardChanged,
@@ -40,7 +41,7 @@ def ins(appid: str = "a", host: str = "h1", zone: str = "z1", addr: str = "") ->
     ],
 )
 def test_source_of_a_request(replication: bool, from_zone: bool, source: Source) -> None:
-    assert Source.of_request(replication, from_zone) is source
+    assert SOURCE_BY_FLAGS[replication][from_zone] is source
 
 
 def test_changed_apps_names_what_moved() -> None:

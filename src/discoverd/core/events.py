@@ -50,17 +50,13 @@ class Source(enum.Enum):
     SNAPSHOT = "snapshot"
     """Restored from this node's snapshot."""
 
-    @staticmethod
-    def of_request(replication: bool, from_zone: bool) -> Source:
-        """The source of a protocol write, from its ``replication`` and ``from_zone`` flags."""
-        return SOURCE_BY_FLAGS[replication][from_zone]
-
 
 SOURCE_BY_FLAGS: tuple[tuple[Source, Source], tuple[Source, Source]] = (
     (Source.CLIENT, Source.ZONE),
     (Source.PEER, Source.PEER),
 )
-"""``[replication][from_zone]`` → source (a table: this is on every write's path)."""
+"""The source of a protocol write: ``SOURCE_BY_FLAGS[replication][from_zone]`` (a table: this is on
+every write's path; the argument dataclasses read it through their ``source`` property)."""
 
 
 @dataclass(frozen=True, slots=True)
