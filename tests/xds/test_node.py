@@ -10,6 +10,8 @@ import sys
 import time
 
 import aiohttp
+import grpc
+import pytest
 
 from discoverd.server.xds import protos
 from tests.helpers import eventually
@@ -52,3 +54,21 @@ def test_serve_with_xds_prints_both_addresses_and_stops_on_sigterm() -> None:
             proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+async def test_streams_beyond_max_polls_are_refused() -> None:
+    async with (
+        xds_node(max_polls=2) as (node, xds),
+        RawAds(node.xds_address) as a,
+        RawAds(node.xds_address) as b,
+    ):
+        for ads in (a, b):
+            await ads.send(protos.LISTENER, "demo.svc", node_id="held")
+            await ads.recv()
+        await eventually(lambda: xds.stats().streams == 2, what="two open streams")
+        async with RawAds(node.xds_address) as c:
+            await c.send(protos.LISTENER, "demo.svc", node_id="third")
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await c.recv()
+            assert refused.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert xds.stats().streams == 2

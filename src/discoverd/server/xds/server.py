@@ -9,7 +9,8 @@ stream logic (``streams``) and the mapping (``resources``, ``plan``) know nothin
       └──────────────aclose()───────────────▲
 
 * :meth:`XdsServer.start` binds ``config.xds`` (port 0: any free port), with TLS when the node has a
-  certificate (``config.tls_cert``/``tls_key``), and returns the bound ``host:port``;
+  certificate (``config.tls_cert``/``tls_key``), and returns the bound ``host:port``; at most
+  ``config.max_polls`` streams are open at once (more are refused ``RESOURCE_EXHAUSTED``);
 * :meth:`XdsServer.aclose` cancels every open stream at once — ADS streams never end by themselves,
   so waiting for them would hang the node's shutdown — and is idempotent;
 * as a subscriber (``kinds``, :meth:`XdsServer.on_event`) it must be subscribed to the node's
@@ -118,7 +119,8 @@ class XdsServer:
             raise RuntimeError(f"XdsServer.start: the server is {self.state.value}")
         host, _ = split_hostport(self.addr)
         credentials = _credentials(self.config)
-        server = grpc.aio.server(options=OPTIONS)
+        # streams are held like long polls: one cap for both, so a client cannot open streams without bound
+        server = grpc.aio.server(options=OPTIONS, maximum_concurrent_rpcs=self.config.max_polls)
         service, method = ADS_METHOD
         handler = grpc.stream_stream_rpc_method_handler(
             self._ads, request_deserializer=DiscoveryRequest.FromString, response_serializer=None
