@@ -119,7 +119,7 @@ class XdsServer:
             raise RuntimeError(f"XdsServer.start: the server is {self.state.value}")
         host, _ = split_hostport(self.addr)
         credentials = _credentials(self.config)
-        # streams are held like long polls: one cap for both, so a client cannot open streams without bound
+        # streams are held like long polls: the same limit (counted apart), so streams stay bounded
         server = grpc.aio.server(options=OPTIONS, maximum_concurrent_rpcs=self.config.max_polls)
         service, method = ADS_METHOD
         handler = grpc.stream_stream_rpc_method_handler(
