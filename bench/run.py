@@ -478,7 +478,7 @@ class PollClient:
 
 
 class AiohttpPolls(PollClient):
-    """One aiohttp ``ClientSession`` per source address, one task per poll (the brief's client)."""
+    """One aiohttp ``ClientSession`` per source address, one task per poll (a typical Python consumer)."""
 
     name = "aiohttp"
 

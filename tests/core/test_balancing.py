@@ -1,4 +1,4 @@
-"""Unit tests of the balancers (seed 004 caller conventions, spec §7 and §8.9). No event loop."""
+"""Unit tests of the balancers (ssgo/discover caller conventions, spec §7 and §8.9). No event loop."""
 
 from __future__ import annotations
 
@@ -112,7 +112,7 @@ def test_exclude_respected_and_no_instance_when_all_excluded(name: str) -> None:
 
 
 def test_negative_latency_is_clamped() -> None:
-    # The seed passed start - now; a negative sample would drag the EWMA below zero.
+    # ssgo/discover passes start - now; a negative sample would drag the EWMA below zero.
     bal = PowerOfTwoChoices(decay=0.0, initial_latency=0.0)
     a = ins("a")
     bal.pick([a])

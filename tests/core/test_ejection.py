@@ -1,4 +1,4 @@
-"""Unit tests of local, decaying outlier ejection (the seed's lifetime-failure deletion not copied)."""
+"""Unit tests of local, decaying outlier ejection (ssgo/discover's lifetime-failure deletion not copied)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A caching wrapper for any registry (seed 003, go-micro ``registry/cache``, without its weaknesses).
+"""A caching wrapper for any registry (go-micro ``registry/cache``, without its weaknesses).
 
 :class:`CachedRegistry` is itself a :class:`~discoverd.backends.base.Registry`:
 

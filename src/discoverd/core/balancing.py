@@ -1,10 +1,10 @@
-"""Client-side load balancing: ``pick`` an instance, ``report`` how the call went (seed 004).
+"""Client-side load balancing: ``pick`` an instance, ``report`` how the call went (ssgo/discover's caller conventions).
 
 Every balancer satisfies :class:`Balancer` and is thread- and task-safe (one ``threading.Lock``
 around its state; ``pick`` never blocks on anything but that lock). Weights come from the metadata
 key ``weight`` (:func:`weight_of`, spec §8.9). Balancers:
 
-* :class:`WeightedLeastUsed` (``"least-used"``, the default) — the seed's rule, score = used / weight;
+* :class:`WeightedLeastUsed` (``"least-used"``, the default) — ssgo/discover's rule, score = used / weight;
 * :class:`SmoothWeightedRoundRobin` (``"round-robin"``) — nginx's smooth weighted round robin;
 * :class:`WeightedRandom` (``"random"``);
 * :class:`PowerOfTwoChoices` (``"p2c"``) — weighted sampling of two, lower latency × load wins;
@@ -166,12 +166,12 @@ class _Tracked:
 
 
 class WeightedLeastUsed(_Tracked):
-    """The seed's rule: score = used / weight, the lowest score wins, ``used += 1`` on pick.
+    """ssgo/discover's rule: score = used / weight, the lowest score wins, ``used += 1`` on pick.
 
     Ties go to the first instance in the given order (deterministic; the list order the server
     returns varies between consumers, which spreads ties across a fleet). A newcomer starts at the
     average score of the instances it joins, so it is not flooded; a weight change rescales
-    ``used`` so the score is unchanged at that moment (the seed left it, and the change did
+    ``used`` so the score is unchanged at that moment (ssgo/discover leaves it, and the change did
     nothing until the counters caught up). ``report`` does not change the choice. A heap makes
     ``pick`` O(log n).
     """

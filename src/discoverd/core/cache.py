@@ -1,4 +1,4 @@
-"""The rules of the registry cache (seed 003, go-micro ``registry/cache``), with the clock passed in.
+"""The rules of the registry cache (go-micro ``registry/cache``), with the clock passed in.
 
 :class:`CacheState` holds one :class:`Entry` per appid and decides, for a read at time ``now``, what the
 async shell (:class:`discoverd.backends.cache.CachedRegistry`) must do — a :class:`Plan`:

@@ -1,6 +1,6 @@
 """Local outlier ejection that decays: keep *this* caller away from an instance that keeps failing.
 
-The seed counted failures per node for ever and, after 10 lifetime failures, deleted the provider
+ssgo/discover counts failures per node for ever and, after 10 lifetime failures, deleted the provider
 from the registry for every consumer (which re-added itself a second later: flapping). Here the
 verdict is local to one caller and temporary, never written anywhere:
 
