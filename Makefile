@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 ADDR    ?= 127.0.0.1:7171
 ARGS    ?=
 
-.PHONY: serve test lint typecheck unit sysdeps bench clean
+.PHONY: serve test lint typecheck unit sysdeps bench docs installcheck clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -35,8 +35,16 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-## test: venv + install + system packages + ruff + mypy --strict + the whole pytest suite
-test: $(STAMP) sysdeps lint typecheck unit
+## docs: the documentation site with the API reference, built offline in strict mode (build/site)
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict --quiet --site-dir build/site
+
+## installcheck: `pip install .` in fresh venvs (no extras, then [redis]) runs the examples
+installcheck: $(STAMP)
+	@sh scripts/installcheck.sh $(PY)
+
+## test: venv + install + system packages + ruff + mypy --strict + docs + the whole pytest suite + installcheck
+test: $(STAMP) sysdeps lint typecheck docs unit installcheck
 
 ## bench: run the benchmarks (see bench/README.md)
 bench: $(STAMP)

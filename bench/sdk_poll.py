@@ -33,7 +33,7 @@ from discoverd.client.poller import Poller
 from discoverd.client.transport import Answer, Transport
 from discoverd.core.backoff import Backoff
 from discoverd.core.nodes import NodeList
-from discoverd.core.watch import WatchState
+from discoverd.core.watched_apps import WatchState
 
 ZONE = "sh001"
 APPS = [(f"main.app{i}-svc", 3) for i in range(5)] + [("main.big-svc", 20)]

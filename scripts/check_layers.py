@@ -2,7 +2,8 @@
 
 Layers, lowest first (a module may import its own layer and the layers below it)::
 
-    errors | jsoncodec ← model ← config ← core ← calling ← backends ← server | client ← cli | testing ← root
+    errors | jsoncodec | deprecation ← model ← config ← core ← calling ← backends
+        ← server | client | grpc ← cli | testing | integrations ← root
 
 Findings (one line each; the script exits 1 if there is any):
 
@@ -48,6 +49,7 @@ DEFAULT_ROOT: Final = Path(__file__).resolve().parent.parent / "src" / PACKAGE
 RANK: Final[Mapping[str, int]] = {
     "errors": 0,
     "jsoncodec": 0,
+    "deprecation": 0,
     "model": 1,
     "config": 2,
     "core": 3,
@@ -58,6 +60,7 @@ RANK: Final[Mapping[str, int]] = {
     "grpc": 6,  # discoverd/grpc.py: xds:/// channels and their bootstrap, the client side of xDS
     "cli": 7,
     "testing": 7,
+    "integrations": 7,  # framework glue (ASGI, aiohttp, gunicorn, Django, httpx) over the client SDK
     "__init__": 8,
     "__main__": 8,
 }

@@ -11,6 +11,7 @@ Every error discoverd raises derives from :class:`DiscoverdError`::
     │   ├── ServerError        -500  node in start-up protect, or internal failure
     │   └── Unavailable        -503  no node could be reached
     ├── NotModified            -304  long poll held until timeout (control flow, not a failure)
+    ├── MissingExtra           an optional dependency is not installed (also an ``ImportError``)
     └── GossipError            a memberlist / go-micro gossip failure (join refused, key mismatch …)
         └── GossipDecodeError  a malformed, truncated, undecryptable or oversized gossip message
             └── GossipLabelError   a missing, different or malformed memberlist label header
@@ -89,6 +90,21 @@ class NotModified(DiscoverdError):
     """-304: a long poll was held until its timeout and nothing changed."""
 
     code = NOT_MODIFIED
+
+
+class MissingExtra(DiscoverdError, ImportError):
+    """A feature needs an optional dependency that is not installed.
+
+    The message names the package extra that installs it, e.g. ``pip install 'discoverd[redis]'``.
+    """
+
+    def __init__(self, library: str, extra: str, feature: str) -> None:
+        super().__init__(
+            f"{feature} needs the {library!r} package, which is not installed: "
+            f"pip install 'discoverd[{extra}]'"
+        )
+        self.library = library
+        self.extra = extra
 
 
 class GossipError(DiscoverdError):

@@ -23,11 +23,16 @@ ALL: Final = UP | WAITING
 INFRA_APPID: Final = "infra.discovery"
 
 
-class Status(enum.IntEnum):
-    """Instance status values (spec §2.2). The fetch filter is a bitmask of these."""
+class Status(enum.IntFlag):
+    """Instance status (spec §2.2): ``UP`` receives traffic, ``WAITING`` is registered but must not.
+
+    The fetch and poll ``status`` filter is a bitmask of these; ``ALL`` (3) matches both. Members are
+    ``int``s, so they go wherever the protocol takes a status (``Instance.status`` holds the plain int).
+    """
 
     UP = UP
     WAITING = WAITING
+    ALL = ALL
 
 
 @dataclass(slots=True, kw_only=True)

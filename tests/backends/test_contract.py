@@ -187,7 +187,9 @@ async def test_registration_lapses_after_ttl(ttl_registry: Registry) -> None:
 
 
 async def test_open_registry_by_url() -> None:
-    from discoverd import CachedRegistry, ConfigError, DiscoverdRegistry, MemoryRegistry, open_registry
+    from discoverd import CachedRegistry, ConfigError, open_registry
+    from discoverd.backends.memory import MemoryRegistry
+    from discoverd.client.registry import DiscoverdRegistry
 
     assert isinstance(open_registry("memory://"), MemoryRegistry)
     cached = open_registry("memory://?cache=5")

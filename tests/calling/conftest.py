@@ -36,7 +36,7 @@ from discoverd.backends.memory import MemoryRegistry
 from discoverd.backends.redis import RedisRegistry, RedisState
 from discoverd.calling.caller import AsyncCaller
 from discoverd.client.async_client import AsyncClient
-from discoverd.client.registration import Registration
+from discoverd.client.registration import AsyncRegistration
 from discoverd.client.registry import DiscoverdRegistry
 from discoverd.model import Instance
 from discoverd.testing import ServerProcess, fast_config, running_node
@@ -172,7 +172,7 @@ class ClientFleet(Fleet):
         self.consumer = consumer
         self.provider = provider
         self.kill = kill
-        self.regs: dict[str, Registration] = {}
+        self.regs: dict[str, AsyncRegistration] = {}
 
     async def add(self, provider: Provider) -> None:
         ins = provider.instance()

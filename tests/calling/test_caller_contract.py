@@ -8,7 +8,7 @@ import collections
 
 import pytest
 
-from discoverd.calling.callee import CalleeConfig, Route
+from discoverd.calling.callee import CalleeConfig, CallRoute
 from discoverd.core.balancing import instance_key
 from discoverd.core.ejection import Ejector
 from tests.calling.conftest import APP, Fleet, candidates, port_of, providers, settle
@@ -68,7 +68,7 @@ async def test_context_headers_are_relayed_and_identity_added(fleet: Fleet) -> N
 async def test_route_hook_rewrites_the_call(fleet: Fleet) -> None:
     async with providers(10) as (only,):
         await fleet.add(only)
-        caller = fleet.caller(route=lambda r: Route(APP, "POST", "/who", b""))
+        caller = fleet.caller(route=lambda r: CallRoute(APP, "POST", "/who", b""))
         await settle(caller, {only.port})
         assert (await caller.get("alias.svc", "/nowhere")).text() == "p0"
         assert only.hits == {"POST": 1}

@@ -14,10 +14,10 @@ import orjson
 import pytest
 from aiohttp import WSMsgType, web
 
+from discoverd.calling.caller import AsyncCaller, CalleeConfig, CallFailed, CallRoute
+from discoverd.calling.httpx_transport import DiscoverdTransport
 from discoverd.client.async_client import AsyncClient
-from discoverd.client.caller import AsyncCaller, CalleeConfig, CallFailed, Route
 from discoverd.client.config import ClientConfig
-from discoverd.client.httpx_transport import DiscoverdTransport
 from discoverd.core.ejection import Ejector
 from discoverd.server.runner import Node
 from discoverd.testing import fast_config, running_node
@@ -197,8 +197,8 @@ async def test_headers_relayed_and_added(backends: list[Backend], consumer: Asyn
 
 
 async def test_route_hook_rewrites(backends: list[Backend], consumer: AsyncClient) -> None:
-    def hook(route: Route) -> Route:
-        return Route(route.appid, "POST", "/echo", b"rewritten")
+    def hook(route: CallRoute) -> CallRoute:
+        return CallRoute(route.appid, "POST", "/echo", b"rewritten")
 
     caller = consumer.caller(route=hook)
     assert (await caller.get("pay", "/who")).text().endswith(":rewritten")

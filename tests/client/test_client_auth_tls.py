@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
+from discoverd.calling.callee import CalleeConfig, CallFailed
 from discoverd.client.async_client import AsyncClient
-from discoverd.client.caller import CalleeConfig, CallFailed
 from discoverd.client.config import ClientConfig
 from discoverd.client.open import open_registry
 from discoverd.client.registry import DiscoverdRegistry, parse_discoverd_url

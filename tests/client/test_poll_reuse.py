@@ -16,7 +16,7 @@ from discoverd.client.poller import Poller
 from discoverd.client.transport import Answer, Transport
 from discoverd.core.backoff import Backoff
 from discoverd.core.nodes import NodeList
-from discoverd.core.watch import WatchState, decode_info
+from discoverd.core.watched_apps import WatchState, decode_info
 from discoverd.errors import DiscoverdError
 from discoverd.model import Instance
 

@@ -8,7 +8,7 @@ import pytest
 
 from discoverd.core.backoff import Backoff
 from discoverd.core.nodes import NodeList
-from discoverd.core.watch import WatchState, decode_info
+from discoverd.core.watched_apps import WatchState, decode_info
 from discoverd.errors import BadRequest
 from discoverd.model import Instance
 
@@ -119,7 +119,7 @@ def test_decode_info_flattens_zones() -> None:
 
 
 def test_scheduler_is_decoded_leniently_and_kept_per_app() -> None:
-    from discoverd.core.watch import decode_scheduler
+    from discoverd.core.watched_apps import decode_scheduler
 
     good = {
         "instances": {},

@@ -10,7 +10,7 @@ import pytest
 from discoverd.core import wire
 from discoverd.core.events import Evicted, Registered, Renewed, SetChange, Source
 from discoverd.core.guard import Guard
-from discoverd.core.registry import App, Registry
+from discoverd.core.registry_state import App, RegistryState
 from discoverd.model import UP, WAITING, Instance
 
 S = 1_000_000_000  # one second in ns
@@ -29,7 +29,7 @@ def inst(host: str = "h1", *, appid: str = "a", zone: str = "z1", dirty: int = 0
     )
 
 
-def register(r: Registry, ins: Instance, now: int) -> App:
+def register(r: RegistryState, ins: Instance, now: int) -> App:
     """Register ``ins`` and return its app (the event says what changed, the app holds the version)."""
     event = r.register(ins, now)
     assert isinstance(event, Registered) and event.instance is r.get(*ins.key)
@@ -37,7 +37,7 @@ def register(r: Registry, ins: Instance, now: int) -> App:
 
 
 def renew(
-    r: Registry, appid: str, env: str, zone: str, host: str, *, now: int, peer_dirty: int | None = None
+    r: RegistryState, appid: str, env: str, zone: str, host: str, *, now: int, peer_dirty: int | None = None
 ) -> Renewed:
     event = r.renew(appid, env, zone, host, now, peer_dirty=peer_dirty)
     assert event is not None
@@ -53,7 +53,7 @@ def changes(*items: tuple[str, int | None, dict[str, str] | None]) -> list[SetCh
 
 
 def test_register_new_instance_stamps_every_timestamp_with_now() -> None:
-    r = Registry()
+    r = RegistryState()
     app = register(r, inst(), T0)
     got = r.get("a", "dev", "z1", "h1")
     assert got is not None
@@ -65,14 +65,14 @@ def test_register_new_instance_stamps_every_timestamp_with_now() -> None:
 
 
 def test_register_with_dirty_param_keeps_it() -> None:
-    r = Registry()
+    r = RegistryState()
     r.register(inst(dirty=T0 - 5), T0)
     got = r.get("a", "dev", "z1", "h1")
     assert got is not None and got.dirty_timestamp == T0 - 5
 
 
 def test_latest_is_strictly_increasing_even_with_equal_clock() -> None:
-    r = Registry()
+    r = RegistryState()
     a1 = register(r, inst("h1"), T0).latest
     a2 = register(r, inst("h2"), T0).latest
     a3 = register(r, inst("h3"), T0 - S).latest
@@ -81,7 +81,7 @@ def test_latest_is_strictly_increasing_even_with_equal_clock() -> None:
 
 
 def test_reregister_resets_reg_but_keeps_up_timestamp_and_bumps_latest() -> None:
-    r = Registry()
+    r = RegistryState()
     r.register(inst(), T0)
     app = register(r, inst(version="v2"), T0 + 10 * S)
     got = r.get("a", "dev", "z1", "h1")
@@ -95,7 +95,7 @@ def test_reregister_resets_reg_but_keeps_up_timestamp_and_bumps_latest() -> None
 
 
 def test_register_with_older_dirty_keeps_stored_copy_but_still_bumps() -> None:
-    r = Registry()
+    r = RegistryState()
     r.register(inst(dirty=T0 + 100, version="new"), T0)
     before = r.apps[("a", "dev")].latest
     app = register(r, inst(dirty=T0 + 50, version="old"), T0 + 1)
@@ -105,7 +105,7 @@ def test_register_with_older_dirty_keeps_stored_copy_but_still_bumps() -> None:
 
 
 def test_equal_dirty_goes_to_the_incoming_copy() -> None:
-    r = Registry()
+    r = RegistryState()
     r.register(inst(dirty=T0, version="first"), T0)
     r.register(inst(dirty=T0, version="second"), T0 + 1)
     got = r.get("a", "dev", "z1", "h1")
@@ -113,7 +113,7 @@ def test_equal_dirty_goes_to_the_incoming_copy() -> None:
 
 
 def test_renew_touches_only_renew_timestamp_and_counts_for_guard() -> None:
-    r = Registry()
+    r = RegistryState()
     app = register(r, inst(), T0)
     latest = app.latest
     res = renew(r, "a", "dev", "z1", "h1", now=T0 + 30 * S)
@@ -125,7 +125,7 @@ def test_renew_touches_only_renew_timestamp_and_counts_for_guard() -> None:
 
 
 def test_renew_answer_bytes_follow_renews_sets_and_reregisters() -> None:
-    r = Registry()
+    r = RegistryState()
     app = register(r, inst(), T0)
     for now in (T0 + S, T0 + 2 * S):
         res = renew(r, "a", "dev", "z1", "h1", now=now)
@@ -145,7 +145,7 @@ def test_renew_answer_bytes_follow_renews_sets_and_reregisters() -> None:
 
 @pytest.mark.parametrize(("peer_dirty", "code"), [(T0 + 1, -404), (T0 - 1, -409), (T0, 0), (None, 0)])
 def test_replicated_renew_compares_dirty(peer_dirty: int | None, code: int) -> None:
-    r = Registry()
+    r = RegistryState()
     r.register(inst(), T0)
     res = renew(r, "a", "dev", "z1", "h1", now=T0 + S, peer_dirty=peer_dirty)
     assert res.code == code
@@ -153,13 +153,13 @@ def test_replicated_renew_compares_dirty(peer_dirty: int | None, code: int) -> N
 
 
 def test_renew_unknown_is_404() -> None:
-    r = Registry()
+    r = RegistryState()
     assert r.renew("a", "dev", "z1", "h1", T0) is None  # the protocol answers -404
     assert r.guard.this_window == 0
 
 
 def test_cancel_removes_empty_zone_and_app_and_decrements_guard() -> None:
-    r = Registry()
+    r = RegistryState()
     r.register(inst("h1"), T0)
     r.register(inst("h2", zone="z2"), T0)
     assert r.cancel("a", "dev", "z1", "h1", T0 + S) is not None
@@ -173,7 +173,7 @@ def test_cancel_removes_empty_zone_and_app_and_decrements_guard() -> None:
 
 
 def test_cancel_latest_param_feeds_version() -> None:
-    r = Registry()
+    r = RegistryState()
     r.register(inst("h1"), T0)
     r.register(inst("h2"), T0)
     r.cancel("a", "dev", "z1", "h1", T0, latest=T0 + 500)
@@ -182,7 +182,7 @@ def test_cancel_latest_param_feeds_version() -> None:
 
 
 def test_set_changes_status_metadata_and_bumps_version() -> None:
-    r = Registry()
+    r = RegistryState()
     r.register(inst("h1", metadata={"a": "1", "b": "2"}), T0)
     before = r.apps[("a", "dev")].latest
     event = r.apply_set("a", "dev", "z1", changes(("h1", WAITING, {"b": "3", "c": "4"})), T0 + 7)
@@ -200,7 +200,7 @@ def test_set_changes_status_metadata_and_bumps_version() -> None:
 
 
 def test_set_is_atomic_on_unknown_hostname() -> None:
-    r = Registry()
+    r = RegistryState()
     r.register(inst("h1"), T0)
     before = r.apps[("a", "dev")].latest
     event = r.apply_set("a", "dev", "z1", changes(("h1", WAITING, None), ("nope", WAITING, None)), T0 + 1)
@@ -213,7 +213,7 @@ def test_set_is_atomic_on_unknown_hostname() -> None:
 
 
 def test_fetch_cache_is_dropped_on_every_change() -> None:
-    r = Registry()
+    r = RegistryState()
     app = register(r, inst("h1"), T0)
     app.cache["x"] = b"cached"
     r.renew("a", "dev", "z1", "h1", T0 + 1)
@@ -224,7 +224,7 @@ def test_fetch_cache_is_dropped_on_every_change() -> None:
 
 
 def test_load_keeps_timestamps_exactly() -> None:
-    r = Registry()
+    r = RegistryState()
     src = inst("h1", reg_timestamp=5, up_timestamp=6, renew_timestamp=7, latest_timestamp=T0)
     src.dirty_timestamp = 8
     r.load([src], T0 + 99 * S)
@@ -238,8 +238,8 @@ def test_load_keeps_timestamps_exactly() -> None:
 # -- eviction --------------------------------------------------------------------------------
 
 
-def populated(n: int, *, renew_at: int) -> Registry:
-    r = Registry(Guard(), rng=random.Random(7))
+def populated(n: int, *, renew_at: int) -> RegistryState:
+    r = RegistryState(Guard(), rng=random.Random(7))
     for i in range(n):
         r.register(inst(f"h{i}", appid=f"app{i % 5}"), renew_at)
     return r

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from discoverd.core.events import Source
-from discoverd.core.registry import Registry
+from discoverd.core.registry_state import RegistryState
 from discoverd.core.snapshot import (
     FORMAT,
     VERSION,
@@ -54,13 +54,13 @@ def fields(ins: Instance) -> tuple[object, ...]:
     )
 
 
-def state(r: Registry) -> dict[tuple[str, str], tuple[int, list[tuple[object, ...]]]]:
+def state(r: RegistryState) -> dict[tuple[str, str], tuple[int, list[tuple[object, ...]]]]:
     """Every field of every instance and each app's version, in registry order."""
     return {key: (app.latest, [fields(i) for i in app.instances()]) for key, app in r.apps.items()}
 
 
-def sample_registry() -> Registry:
-    r = Registry()
+def sample_registry() -> RegistryState:
+    r = RegistryState()
     r.load(
         [
             inst(
@@ -86,8 +86,8 @@ def sample_registry() -> Registry:
     return r
 
 
-def restored(data: bytes) -> Registry:
-    r = Registry()
+def restored(data: bytes) -> RegistryState:
+    r = RegistryState()
     restore(r, decode_snapshot(data), T0 + 999 * S)
     return r
 
@@ -138,9 +138,9 @@ def test_encoding_does_not_change_the_registry_and_is_deterministic() -> None:
 
 
 def test_empty_registry_round_trips() -> None:
-    snap = decode_snapshot(encode_snapshot(Registry(), taken_at=T0))
+    snap = decode_snapshot(encode_snapshot(RegistryState(), taken_at=T0))
     assert snap == Snapshot(taken_at=T0, apps=[])
-    assert restore(Registry(), snap, T0).count == 0
+    assert restore(RegistryState(), snap, T0).count == 0
 
 
 def test_snapshot_format_is_json_lines_with_header_and_checksummed_trailer() -> None:
@@ -162,7 +162,7 @@ def test_snapshot_format_is_json_lines_with_header_and_checksummed_trailer() -> 
 
 def test_restore_returns_count_copies_instances_and_can_run_twice() -> None:
     snap = decode_snapshot(encode_snapshot(sample_registry(), taken_at=T0))
-    r1, r2 = Registry(), Registry()
+    r1, r2 = RegistryState(), RegistryState()
     assert restore(r1, snap, T0).count == 4
     stored = r1.get("a", "dev", "z1", "h1")
     assert stored is not None
@@ -174,13 +174,13 @@ def test_restore_returns_count_copies_instances_and_can_run_twice() -> None:
 
 def test_restore_into_existing_app_never_lowers_its_version() -> None:
     snap = decode_snapshot(encode_snapshot(sample_registry(), taken_at=T0))
-    r = Registry()
+    r = RegistryState()
     r.register(inst("h9", appid="b", env="prod"), T0 + 100 * S)
     live = r.apps[("b", "prod")]
     loaded = restore(r, snap, T0 + 100 * S)
     assert ("b", "prod") in loaded.apps and loaded.source is Source.SNAPSHOT
     assert live.latest > T0 + 100 * S  # bumped by the load, above the stored T0
-    r2 = Registry()
+    r2 = RegistryState()
     r2.register(inst("h9"), T0)
     restore(r2, snap, T0)
     assert r2.app("a", "dev").latest == LATEST  # type: ignore[union-attr]
@@ -188,7 +188,7 @@ def test_restore_into_existing_app_never_lowers_its_version() -> None:
 
 def test_restore_of_a_new_app_keeps_stored_latest_even_with_equal_instance_versions() -> None:
     # apply_set gives several instances the same latest_timestamp; load alone would bump past it
-    r = Registry()
+    r = RegistryState()
     r.load([inst(f"h{n}", latest_timestamp=T0) for n in range(3)], T0)
     r.apps[("a", "dev")].latest = T0 + 1
     back = restored(encode_snapshot(r, taken_at=T0))
@@ -198,13 +198,13 @@ def test_restore_of_a_new_app_keeps_stored_latest_even_with_equal_instance_versi
 def test_restore_raises_app_latest_to_newest_instance_when_snapshot_holds_a_lower_one() -> None:
     ins = {**GOOD, "latest_timestamp": T0 + 50}
     snap = decode_snapshot(seal(header(), app_line(ins, latest=T0)))
-    r = Registry()
+    r = RegistryState()
     restore(r, snap, T0)
     assert r.app("a", "dev").latest == T0 + 50  # type: ignore[union-attr]
 
 
 def test_encode_refuses_integers_beyond_64_bits() -> None:
-    r = Registry()
+    r = RegistryState()
     r.load([inst("h1", renew_timestamp=2**64)], T0)
     with pytest.raises(SnapshotError, match="cannot encode"):
         encode_snapshot(r, taken_at=T0)
@@ -214,7 +214,7 @@ def test_encode_refuses_integers_beyond_64_bits() -> None:
 
 
 def small_snapshot() -> bytes:
-    r = Registry()
+    r = RegistryState()
     r.load([inst("h1", metadata={"k": "v"}, latest_timestamp=T0), inst("h2", appid="b")], T0)
     return encode_snapshot(r, taken_at=T0)
 
@@ -377,7 +377,7 @@ instances = st.builds(
 
 @given(st.lists(instances, max_size=12), st.dictionaries(st.sampled_from(["a", "b"]), ns), ns)
 def test_random_registries_round_trip(batch: list[Instance], latests: dict[str, int], taken_at: int) -> None:
-    r = Registry()
+    r = RegistryState()
     r.load(batch, T0)
     for (appid, _), app in r.apps.items():
         app.latest = max(app.latest, latests.get(appid, app.latest))

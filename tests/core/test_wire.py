@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 
 from discoverd.core import wire
-from discoverd.core.registry import Registry
+from discoverd.core.registry_state import RegistryState
 from discoverd.model import UP, WAITING, Instance
 
 BIG = 1_795_319_716_414_967_023  # > 2**53: must survive exactly
@@ -24,7 +24,7 @@ def test_map_envelope_keys_sorted_without_ttl() -> None:
 
 
 def test_instance_info_sorts_zones_and_metadata_and_keeps_int64() -> None:
-    r = Registry()
+    r = RegistryState()
     r.register(Instance(zone="zb", env="e", appid="a", hostname="h1", addrs=["x"]), BIG)
     r.register(
         Instance(zone="za", env="e", appid="a", hostname="h2", metadata={"z": "1", "a": "2"}, status=WAITING),
@@ -71,7 +71,7 @@ def test_instance_field_order_matches_go_struct() -> None:
 
 
 def test_fetch_all_groups_by_appid_across_envs() -> None:
-    r = Registry()
+    r = RegistryState()
     r.register(Instance(zone="z", env="e1", appid="a", hostname="h1"), BIG)
     r.register(Instance(zone="z", env="e2", appid="a", hostname="h2"), BIG)
     r.register(Instance(zone="z", env="e1", appid="b", hostname="h3"), BIG)
@@ -88,7 +88,7 @@ def test_string_list_nil_is_null() -> None:
 
 
 def test_fetch_body_is_the_envelope_cached_until_the_app_changes() -> None:
-    r = Registry()
+    r = RegistryState()
     r.register(Instance(zone="z", env="e", appid="a", hostname="h1", addrs=["x"]), BIG)
     app = r.apps[("a", "e")]
     body = wire.fetch_body(app, "", UP)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from discoverd.core.registry import Registry
+from discoverd.core.registry_state import RegistryState
 from discoverd.core.snapshot import encode_snapshot
 from discoverd.model import Instance
 from discoverd.server.snapshot import SnapshotStore
@@ -15,7 +15,7 @@ T0 = 1_700_000_000 * 1_000_000_000
 
 
 def snapshot_bytes(*hosts: str, taken_at: int = T0) -> bytes:
-    r = Registry()
+    r = RegistryState()
     r.load([Instance(zone="z1", env="dev", appid="a", hostname=h, latest_timestamp=T0) for h in hosts], T0)
     return encode_snapshot(r, taken_at=taken_at)
 

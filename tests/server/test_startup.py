@@ -15,7 +15,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from discoverd.core.registry import Registry
+from discoverd.core.registry_state import RegistryState
 from discoverd.core.snapshot import encode_snapshot
 from discoverd.model import Instance
 from discoverd.server.snapshot import SnapshotStore
@@ -148,7 +148,7 @@ def test_an_address_in_use_is_one_line_and_status_1() -> None:
 
 
 def snapshot_of(data_dir: Path, apps: int, per_app: int) -> None:
-    reg = Registry()
+    reg = RegistryState()
     now = time.time_ns()
     for a in range(apps):
         for i in range(per_app):

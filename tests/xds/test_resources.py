@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from discoverd.core.registry import Registry
+from discoverd.core.registry_state import RegistryState
 from discoverd.model import Instance
 from discoverd.server.xds import protos, resources
 from discoverd.server.xds.protos import CLUSTER, ENDPOINTS, LISTENER
@@ -20,8 +20,8 @@ def decode(type_url: str, fragment: bytes) -> Any:
     return out
 
 
-def registry(*instances: Instance) -> Registry:
-    reg = Registry()
+def registry(*instances: Instance) -> RegistryState:
+    reg = RegistryState()
     for i in instances:
         reg.register(i, 1)
     return reg

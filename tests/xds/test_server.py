@@ -14,7 +14,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from discoverd.core.registry import Registry
+from discoverd.core.registry_state import RegistryState
 from discoverd.errors import ConfigError
 from discoverd.grpc import CALL_CREDS_VAR, bootstrap
 from discoverd.model import Instance
@@ -31,7 +31,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 
 async def test_aclose_cancels_open_streams_at_once() -> None:
-    xds = XdsServer(fast_config(), Registry(), addr="127.0.0.1:0")
+    xds = XdsServer(fast_config(), RegistryState(), addr="127.0.0.1:0")
     address = await xds.start()
     clients = [RawAds(address) for _ in range(20)]
     for c in clients:
@@ -53,20 +53,20 @@ async def test_aclose_cancels_open_streams_at_once() -> None:
 
 
 async def test_a_busy_port_is_an_os_error() -> None:
-    first = XdsServer(fast_config(), Registry(), addr="127.0.0.1:0")
+    first = XdsServer(fast_config(), RegistryState(), addr="127.0.0.1:0")
     address = await first.start()
     try:
         with pytest.raises(OSError, match="cannot listen"):
-            await XdsServer(fast_config(), Registry(), addr=address).start()
+            await XdsServer(fast_config(), RegistryState(), addr=address).start()
     finally:
         await first.aclose()
     with pytest.raises(ConfigError):
-        XdsServer(fast_config(), Registry())  # no address at all
+        XdsServer(fast_config(), RegistryState())  # no address at all
 
 
 async def test_read_protection_needs_a_bearer_token() -> None:
     config = fast_config(tokens=("sekret:read", "admin-token"), protect_reads=True)
-    xds = XdsServer(config, Registry(), addr="127.0.0.1:0")
+    xds = XdsServer(config, RegistryState(), addr="127.0.0.1:0")
     address = await xds.start()
     try:
         for metadata in ((), (("authorization", "Bearer wrong"),), (("authorization", "sekret"),)):
@@ -85,7 +85,7 @@ async def test_read_protection_needs_a_bearer_token() -> None:
 
 
 async def test_tokens_without_read_protection_leave_xds_open() -> None:
-    xds = XdsServer(fast_config(tokens=("sekret",)), Registry(), addr="127.0.0.1:0")
+    xds = XdsServer(fast_config(tokens=("sekret",)), RegistryState(), addr="127.0.0.1:0")
     try:
         async with RawAds(await xds.start()) as c:
             await c.send(LISTENER, "app", node_id="n")
@@ -95,7 +95,7 @@ async def test_tokens_without_read_protection_leave_xds_open() -> None:
 
 
 async def test_a_nack_is_counted_and_logged(caplog: pytest.LogCaptureFixture) -> None:
-    registry = Registry()
+    registry = RegistryState()
     xds = XdsServer(fast_config(), registry, addr="127.0.0.1:0")
     xds.on_event(registry.register(Instance(zone="z1", env="dev", appid="app", hostname="h"), 1))
     try:
@@ -117,7 +117,7 @@ async def test_a_nack_is_counted_and_logged(caplog: pytest.LogCaptureFixture) ->
 
 async def test_tls_with_the_nodes_certificate_for_raw_and_grpcio_clients(pki: Pki) -> None:
     config = fast_config(tls_cert=str(pki.cert), tls_key=str(pki.key), tls_ca=str(pki.ca))
-    registry = Registry()
+    registry = RegistryState()
     xds = XdsServer(config, registry, addr="127.0.0.1:0")
     address = await xds.start()
     try:
@@ -142,7 +142,7 @@ async def test_tls_with_the_nodes_certificate_for_raw_and_grpcio_clients(pki: Pk
 
 def test_a_bad_certificate_is_a_config_error(tmp_path: Path) -> None:
     missing = str(tmp_path / "none.pem")
-    xds = XdsServer(fast_config(tls_cert=missing, tls_key=missing), Registry(), addr="127.0.0.1:0")
+    xds = XdsServer(fast_config(tls_cert=missing, tls_key=missing), RegistryState(), addr="127.0.0.1:0")
     with pytest.raises(ConfigError):
         asyncio.run(xds.start())
 
@@ -183,7 +183,7 @@ async def test_a_grpcio_client_presents_the_token_of_its_bootstrap(pki: Pki, tmp
     config = fast_config(
         tls_cert=str(pki.cert), tls_key=str(pki.key), tokens=(f"{token}:read",), protect_reads=True
     )
-    registry = Registry()
+    registry = RegistryState()
     xds = XdsServer(config, registry, addr="127.0.0.1:0")
     address = await xds.start()
     try:

@@ -7,7 +7,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-from discoverd.core.registry import Registry
+from discoverd.core.registry_state import RegistryState
 from discoverd.model import Instance
 from discoverd.server.xds import protos
 from discoverd.server.xds.protos import CLUSTER, ENDPOINTS, LISTENER
@@ -68,7 +68,7 @@ class Pump:
 
 class Env:
     def __init__(self) -> None:
-        self.registry = Registry()
+        self.registry = RegistryState()
         self.hub = Hub(self.registry, default_env="dev", clock=lambda: 1_000_000_000)
         self.now = 1
 

@@ -2,7 +2,7 @@
 
 The data types of the load-balancing caller (:mod:`discoverd.calling.caller`, which re-exports
 them): :class:`CalleeConfig` (how to call one app), :class:`CallResult`, :class:`CallFailed`,
-:class:`Route` (what a route hook may rewrite) and :func:`relay_headers`.
+:class:`CallRoute` (what a route hook may rewrite) and :func:`relay_headers`.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Any
 
 from discoverd import jsoncodec
 from discoverd.core.balancing import NoInstance, instance_key
+from discoverd.deprecation import Moved, Target
 from discoverd.errors import DiscoverdError
 from discoverd.model import Instance
 
@@ -84,7 +85,7 @@ class CallResult:
 
 
 @dataclass(slots=True)
-class Route:
+class CallRoute:
     """What a route hook may rewrite."""
 
     appid: str
@@ -93,7 +94,7 @@ class Route:
     body: Any = None
 
 
-RouteHook = Callable[[Route], Route]
+RouteHook = Callable[[CallRoute], CallRoute]
 
 
 def relay_headers(incoming: Mapping[str, str] | Any | None) -> dict[str, str]:
@@ -132,8 +133,16 @@ __all__ = [
     "CallFailed",
     "CallResult",
     "CalleeConfig",
-    "Route",
+    "CallRoute",
     "RouteHook",
     "base_url",
     "relay_headers",
 ]
+
+
+_MOVED = Moved(__name__, {"Route": Target(__name__, "CallRoute", "discoverd.calling.callee.CallRoute")})
+
+
+def __getattr__(name: str) -> object:
+    """``Route`` is the former name of :class:`CallRoute` (deprecated)."""
+    return _MOVED.resolve(name)

@@ -34,7 +34,7 @@ from discoverd.calling.callee import (
     CalleeConfig,
     CallFailed,
     CallResult,
-    Route,
+    CallRoute,
     RouteHook,
     base_url,
     relay_headers,
@@ -61,7 +61,7 @@ __all__ = [
     "CallFailed",
     "CallResult",
     "CalleeConfig",
-    "Route",
+    "CallRoute",
     "RouteHook",
     "relay_headers",
 ]
@@ -86,7 +86,7 @@ class _Tries:
 class _Outgoing:
     """A prepared request: everything but the instance."""
 
-    route: Route
+    route: CallRoute
     params: Mapping[str, str] | None
     headers: dict[str, str]
     body: Any
@@ -217,7 +217,7 @@ class AsyncCaller:
     ) -> CallResult:
         """Call ``method path`` on an instance of ``appid``; raises :class:`CallFailed` when every
         attempt failed (the last HTTP answer is returned, not raised, when it was not retryable)."""
-        route = Route(appid, method.upper(), path, json if json is not None else data)
+        route = CallRoute(appid, method.upper(), path, json if json is not None else data)
         if self.route is not None:
             route = self.route(route)
         cfg = self.config_for(route.appid)

@@ -32,11 +32,11 @@ from typing import Any
 from discoverd.calling.caller import AsyncCaller
 from discoverd.client.config import ClientConfig
 from discoverd.client.poller import Poller
-from discoverd.client.registration import Registration, RegState
+from discoverd.client.registration import AsyncRegistration, RegState
 from discoverd.client.transport import Answer, Params, Transport
 from discoverd.core.backoff import Backoff
 from discoverd.core.nodes import NodeList
-from discoverd.core.watch import WatchState, decode_info
+from discoverd.core.watched_apps import WatchState, decode_info
 from discoverd.errors import NOT_FOUND, BadRequest, DiscoverdError, Unavailable, error_for_code
 from discoverd.model import INFRA_APPID, UP, Instance
 
@@ -93,7 +93,7 @@ class AsyncClient:
         self._state = WatchState()
         self._state.add(INFRA_APPID)
         self._signals: dict[str, asyncio.Event] = {}
-        self._registrations: dict[tuple[str, str], Registration] = {}
+        self._registrations: dict[tuple[str, str], AsyncRegistration] = {}
         self._tg: asyncio.TaskGroup | None = None
         self._callers: list[AsyncCaller] = []
         self._from_app = ""
@@ -243,7 +243,7 @@ class AsyncClient:
         status: int = UP,
         version: str = "",
         hostname: str | None = None,
-    ) -> Registration:
+    ) -> AsyncRegistration:
         """Register ``appid`` at ``addrs`` and keep it alive; raises on refusal or when unreachable.
 
         The instance is keyed by the client's env/zone and ``hostname`` (default: the client's).
@@ -266,7 +266,7 @@ class AsyncClient:
             metadata=dict(metadata) if metadata is not None else None,
             status=status,
         )
-        reg = Registration(self, ins, renew_interval=self.config.renew_interval)
+        reg = AsyncRegistration(self, ins, renew_interval=self.config.renew_interval)
         await reg.open()
         self._from_app = self._from_app or appid
         self._registrations[key] = reg
@@ -292,7 +292,7 @@ class AsyncClient:
         return caller
 
     @property
-    def registrations(self) -> list[Registration]:
+    def registrations(self) -> list[AsyncRegistration]:
         """The active registrations made through this client."""
         return [r for r in self._registrations.values() if r.state is RegState.ACTIVE]
 

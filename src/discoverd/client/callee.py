@@ -1,6 +1,7 @@
 """Former home of the caller's data types; they live in :mod:`discoverd.calling.callee` now.
 
-Re-exported unchanged so that imports of ``discoverd.client.callee`` keep working.
+Re-exported unchanged, with a :class:`DeprecationWarning`, so that imports of
+ ``discoverd.client.callee`` keep working.
 """
 
 from discoverd.calling.callee import (
@@ -10,11 +11,16 @@ from discoverd.calling.callee import (
     CalleeConfig,
     CallFailed,
     CallResult,
-    Route,
+    CallRoute,
     RouteHook,
     base_url,
     relay_headers,
 )
+from discoverd.deprecation import warn_module
+
+warn_module(__name__, "discoverd.calling.callee")
+
+Route = CallRoute
 
 __all__ = [
     "IDEMPOTENT",
@@ -22,6 +28,7 @@ __all__ = [
     "RETRY_STATUSES",
     "CallFailed",
     "CallResult",
+    "CallRoute",
     "CalleeConfig",
     "Route",
     "RouteHook",

@@ -1,6 +1,7 @@
 """Former home of the load-balancing caller; it lives in :mod:`discoverd.calling.caller` now.
 
-Re-exported unchanged so that imports of ``discoverd.client.caller`` keep working.
+Re-exported unchanged, with a :class:`DeprecationWarning`, so that imports of
+ ``discoverd.client.caller`` keep working.
 """
 
 from discoverd.calling.caller import (
@@ -11,10 +12,15 @@ from discoverd.calling.caller import (
     CalleeConfig,
     CallFailed,
     CallResult,
-    Route,
+    CallRoute,
     RouteHook,
     relay_headers,
 )
+from discoverd.deprecation import warn_module
+
+warn_module(__name__, "discoverd.calling.caller")
+
+Route = CallRoute
 
 __all__ = [
     "IDEMPOTENT",
@@ -23,6 +29,7 @@ __all__ = [
     "AsyncCaller",
     "CallFailed",
     "CallResult",
+    "CallRoute",
     "CalleeConfig",
     "Route",
     "RouteHook",

@@ -1,7 +1,7 @@
 """The client's long poll (spec §8.4): one ``polls`` request in flight for every watched app.
 
 :class:`Poller` asks the current node for every app of a
-:class:`~discoverd.core.watch.WatchState` with its ``latest_timestamp``; the node holds the request
+:class:`~discoverd.core.watched_apps.WatchState` with its ``latest_timestamp``; the node holds the request
 until one of them changes (``-304`` after ``poll_hold``: poll again at once). Changes are applied to
 the state and reported through ``on_change(appid)``; changes of ``infra.discovery`` also refresh
 the node list. A failure switches to the next node after a capped exponential backoff with jitter;
@@ -19,7 +19,7 @@ from typing import Any
 from discoverd.client.transport import Answer, Transport
 from discoverd.core.backoff import Backoff
 from discoverd.core.nodes import NodeList
-from discoverd.core.watch import WatchState
+from discoverd.core.watched_apps import WatchState
 from discoverd.errors import NOT_MODIFIED, DiscoverdError, error_for_code
 from discoverd.model import INFRA_APPID
 

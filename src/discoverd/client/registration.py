@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from discoverd import jsoncodec
 from discoverd.client.transport import Answer, Params
+from discoverd.deprecation import Moved, Target
 from discoverd.errors import NOT_FOUND, DiscoverdError, ProtocolError, Unavailable, error_for_code
 from discoverd.model import Instance
 
@@ -28,7 +29,7 @@ log = logging.getLogger("discoverd.client")
 
 
 class RegistryLink(Protocol):
-    """What a :class:`Registration` needs from its owner (:class:`~.async_client.AsyncClient`)."""
+    """What a :class:`AsyncRegistration` needs from its owner (:class:`~.async_client.AsyncClient`)."""
 
     async def call(self, method: str, path: str, params: Params, *, timeout: float | None = None) -> Answer:
         """One request to a registry node; raises :class:`Unavailable` when none answered."""
@@ -44,14 +45,14 @@ class RegistryLink(Protocol):
 
 
 class RegState(enum.Enum):
-    """Lifecycle of a :class:`Registration`."""
+    """Lifecycle of a :class:`AsyncRegistration`."""
 
     ACTIVE = "active"
     CLOSED = "closed"
     ORPHANED = "orphaned"
 
 
-class Registration:
+class AsyncRegistration:
     """One instance registered through an :class:`AsyncClient`. Created by ``client.register``.
 
     ``link`` is the owner's connection to the registry and ``renew_interval`` the heartbeat period
@@ -70,7 +71,7 @@ class Registration:
 
     def __repr__(self) -> str:
         i = self.instance
-        return f"<Registration {i.appid}/{i.hostname} {self.state.value} renewals={self.renewals}>"
+        return f"<AsyncRegistration {i.appid}/{i.hostname} {self.state.value} renewals={self.renewals}>"
 
     # -- wire -------------------------------------------------------------------------------------
 
@@ -181,3 +182,13 @@ class Registration:
     def _stop_task(self) -> None:
         if self._task is not None and not self._task.done() and self._task is not asyncio.current_task():
             self._task.cancel()
+
+
+_MOVED = Moved(
+    __name__, {"Registration": Target(__name__, "AsyncRegistration", "discoverd.AsyncRegistration")}
+)
+
+
+def __getattr__(name: str) -> object:
+    """``Registration`` is the former name of :class:`AsyncRegistration` (deprecated)."""
+    return _MOVED.resolve(name)

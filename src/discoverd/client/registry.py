@@ -29,8 +29,8 @@ from discoverd.calling.caller import AsyncCaller
 from discoverd.calling.source import InstanceSource
 from discoverd.client.async_client import AsyncClient
 from discoverd.client.config import ClientConfig
-from discoverd.client.registration import Registration
-from discoverd.core.watch import decode_info
+from discoverd.client.registration import AsyncRegistration
+from discoverd.core.watched_apps import decode_info
 from discoverd.errors import ConfigError, DiscoverdError, error_for_code
 from discoverd.model import INFRA_APPID, Action, Event, Instance, diff_instances
 
@@ -83,7 +83,7 @@ class DiscoverdRegistry(Registry):
             self._owns_client = False
         self.client = client
         self.all_interval = all_interval
-        self._regs: dict[tuple[str, str], Registration] = {}
+        self._regs: dict[tuple[str, str], AsyncRegistration] = {}
         self._lock = asyncio.Lock()
         self._closed = False
         self._watches: set[_Watch] = set()

@@ -21,7 +21,8 @@ from discoverd.calling.caller import AsyncCaller, CallResult
 from discoverd.client.async_client import AsyncClient
 from discoverd.client.config import ClientConfig
 from discoverd.client.portal import Portal
-from discoverd.client.registration import Registration, RegState
+from discoverd.client.registration import AsyncRegistration, RegState
+from discoverd.deprecation import Moved, Target
 from discoverd.errors import DiscoverdError
 from discoverd.model import UP, Instance
 
@@ -72,7 +73,7 @@ class _Lease:
     """A registration made through a :class:`Client`: how to redo it in a fork child, and the current one."""
 
     spec: dict[str, Any]
-    reg: Registration
+    reg: AsyncRegistration
     inherited: bool = False
 
 
@@ -80,8 +81,8 @@ async def _sync(fn: Callable[[], T]) -> T:
     return fn()
 
 
-class SyncRegistration:
-    """A :class:`Registration` driven from synchronous code."""
+class Registration:
+    """A :class:`AsyncRegistration` driven from synchronous code."""
 
     def __init__(self, client: Client, lease: _Lease) -> None:
         self._client = client
@@ -112,7 +113,7 @@ class SyncRegistration:
         self._client.run(lambda _: _sync(self._lease.reg.orphan))
 
     def set(self, *, status: int | None = None, metadata: dict[str, str] | None = None) -> None:
-        """See :meth:`Registration.set`."""
+        """See :meth:`AsyncRegistration.set`."""
         self._client.run(lambda _: self._lease.reg.set(status=status, metadata=metadata))
 
 
@@ -214,7 +215,7 @@ class Client:
         status: int = UP,
         version: str = "",
         hostname: str | None = None,
-    ) -> SyncRegistration:
+    ) -> Registration:
         """See :meth:`AsyncClient.register`."""
         spec: dict[str, Any] = {
             "appid": appid,
@@ -226,7 +227,7 @@ class Client:
         }
         lease = _Lease(spec, self.run(lambda client: client.register(**spec)))
         self._leases.append(lease)
-        return SyncRegistration(self, lease)
+        return Registration(self, lease)
 
     def fetch(self, appid: str, *, zone: str | None = None, status: int = UP) -> list[Instance]:
         """See :meth:`AsyncClient.fetch`."""
@@ -338,3 +339,11 @@ async def _aclose(agen: AsyncIterator[list[Instance]]) -> None:
     close = getattr(agen, "aclose", None)
     if close is not None:
         await close()
+
+
+_MOVED = Moved(__name__, {"SyncRegistration": Target(__name__, "Registration", "discoverd.Registration")})
+
+
+def __getattr__(name: str) -> object:
+    """``SyncRegistration`` is the former name of :class:`Registration` (deprecated)."""
+    return _MOVED.resolve(name)

@@ -1,4 +1,5 @@
-"""Client-side load balancing: ``pick`` an instance, ``report`` how the call went (ssgo/discover's caller conventions).
+"""Client-side load balancing: ``pick`` an instance, ``report`` how the call went
+(ssgo/discover's caller conventions).
 
 Every balancer satisfies :class:`Balancer` and is thread- and task-safe (one ``threading.Lock``
 around its state; ``pick`` never blocks on anything but that lock). Weights come from the metadata

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from discoverd.core.registry import AppKey
+from discoverd.core.registry_state import AppKey
 
 
 @dataclass(slots=True, eq=False)

@@ -26,7 +26,7 @@ from typing import Any, Final, NamedTuple, TypeGuard
 
 from discoverd import jsoncodec
 from discoverd.core.events import AppKey, Loaded, Source
-from discoverd.core.registry import Registry
+from discoverd.core.registry_state import RegistryState
 from discoverd.errors import BadRequest, DiscoverdError
 from discoverd.model import Instance
 
@@ -65,7 +65,7 @@ class Snapshot:
 # -- encoding ---------------------------------------------------------------------------------
 
 
-def encode_snapshot(registry: Registry, *, taken_at: int) -> bytes:
+def encode_snapshot(registry: RegistryState, *, taken_at: int) -> bytes:
     """Encode every app and instance of ``registry``; does not change it.
 
     Raises :class:`SnapshotError` if a value cannot be encoded (an integer beyond 64 bits).
@@ -218,7 +218,7 @@ def _is_int(value: object) -> TypeGuard[int]:
 # -- restoring --------------------------------------------------------------------------------
 
 
-def restore(registry: Registry, snap: Snapshot, now: int) -> Loaded:
+def restore(registry: RegistryState, snap: Snapshot, now: int) -> Loaded:
     """Load every instance of ``snap`` into ``registry`` exactly as stored; the event says what.
 
     Meant for an empty registry at start-up (into a non-empty one, the register rule decides: a
@@ -229,7 +229,7 @@ def restore(registry: Registry, snap: Snapshot, now: int) -> Loaded:
     App versions: an app that did not exist before gets exactly its stored ``latest`` (raised to
     its newest instance's ``latest_timestamp`` should the snapshot hold a lower one), so the
     ``latest_timestamp`` clients hold still matches and their polls see no spurious change. An app
-    that already existed keeps the bumped version :meth:`Registry.load` gives it, raised to the
+    that already existed keeps the bumped version :meth:`RegistryState.load` gives it, raised to the
     stored ``latest`` if that is higher: a version never goes back.
     """
     count = 0

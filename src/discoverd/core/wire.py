@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from discoverd import jsoncodec
-from discoverd.core.registry import App
+from discoverd.core.registry_state import App
 from discoverd.model import Instance
 
 

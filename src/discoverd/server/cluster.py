@@ -22,7 +22,7 @@ from typing import ClassVar
 from discoverd.config import ServerConfig
 from discoverd.core.cluster import Admission, PeerAdmission, peers_changed
 from discoverd.core.events import CONTENT, Event, Loaded, PeerSet, Source
-from discoverd.core.registry import Registry
+from discoverd.core.registry_state import RegistryState
 from discoverd.core.throttle import Report, Throttle
 from discoverd.model import INFRA_APPID, Instance
 from discoverd.server.replication import Replicator
@@ -44,7 +44,7 @@ class Membership:
     def __init__(
         self,
         config: ServerConfig,
-        registry: Registry,
+        registry: RegistryState,
         publish: Callable[[Event], None],
         *,
         clock: Callable[[], float] = time.monotonic,
@@ -128,7 +128,7 @@ def _log_ignored(kind: str, report: Report, c: ServerConfig) -> None:
 
 async def sync_from_peers(
     replicator: Replicator,
-    registry: Registry,
+    registry: RegistryState,
     *,
     clock: Callable[[], int],
     publish: Callable[[Event], None],

@@ -14,7 +14,7 @@ import importlib.metadata
 import time
 from typing import Any, Final
 
-from discoverd.core.registry import App, AppKey
+from discoverd.core.registry_state import App, AppKey
 from discoverd.model import UP, WAITING, Instance
 from discoverd.server.parts import NodeParts
 from discoverd.server.replication import NODE_UP

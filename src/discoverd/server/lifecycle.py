@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 from discoverd.config import ServerConfig
 from discoverd.core.events import Event, Evicted, ProtectChanged, Source
-from discoverd.core.registry import Registry
+from discoverd.core.registry_state import RegistryState
 from discoverd.model import INFRA_APPID, UP, Instance
 
 
@@ -30,7 +30,7 @@ class Lifecycle:
     def __init__(
         self,
         config: ServerConfig,
-        registry: Registry,
+        registry: RegistryState,
         *,
         clock: Callable[[], int],
         publish: Callable[[Event | None], None],

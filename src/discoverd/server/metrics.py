@@ -30,7 +30,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from discoverd.core.params import Form
-from discoverd.core.registry import App
+from discoverd.core.registry_state import App
 from discoverd.model import UP, WAITING
 from discoverd.server.http import HttpRequest, HttpServer, build_response
 from discoverd.server.parts import NodeParts

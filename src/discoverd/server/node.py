@@ -29,7 +29,7 @@ from typing import Any
 
 from discoverd.config import ServerConfig, join_hostport, split_hostport
 from discoverd.core.events import ProtectChanged
-from discoverd.core.registry import Registry
+from discoverd.core.registry_state import RegistryState
 from discoverd.server import auth, pipeline, tls
 from discoverd.server.cluster import Membership, sync_from_peers
 from discoverd.server.dashboard import Dashboard
@@ -63,12 +63,12 @@ class Node:
     def __init__(
         self,
         config: ServerConfig,
-        registry: Registry | None = None,
+        registry: RegistryState | None = None,
         *,
         clock: Callable[[], int] = time.time_ns,
     ) -> None:
         self.config = config
-        self.registry = registry if registry is not None else Registry()
+        self.registry = registry if registry is not None else RegistryState()
         self.clock = clock
         self.ready = asyncio.Event()
         self._stop = asyncio.Event()
@@ -297,7 +297,7 @@ class Node:
         )
 
 
-def _xds_server(c: ServerConfig, reg: Registry, clock: Callable[[], int]) -> XdsService | None:
+def _xds_server(c: ServerConfig, reg: RegistryState, clock: Callable[[], int]) -> XdsService | None:
     """The xDS server when ``--xds`` is set; grpcio and protobuf are imported only then."""
     if not c.xds:
         return None

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from discoverd.config import ServerConfig
-from discoverd.core.registry import Registry
+from discoverd.core.registry_state import RegistryState
 from discoverd.server.cluster import Membership
 from discoverd.server.lifecycle import Lifecycle
 from discoverd.server.parking import Parking
@@ -24,7 +24,7 @@ from discoverd.server.xds.stats import XdsView
 class NodeParts:
     config: ServerConfig
     """With ``advertise`` resolved to the bound address."""
-    registry: Registry
+    registry: RegistryState
     counters: Counters
     lifecycle: Lifecycle
     parking: Parking

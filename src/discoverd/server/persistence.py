@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import ClassVar
 
 from discoverd.core.events import CONTENT, Event, Loaded
-from discoverd.core.registry import Registry
+from discoverd.core.registry_state import RegistryState
 from discoverd.core.snapshot import encode_snapshot, restore
 from discoverd.server.snapshot import SnapshotStore
 
@@ -27,7 +27,7 @@ class Persistence:
 
     kinds: ClassVar[tuple[type[Event], ...]] = CONTENT
 
-    def __init__(self, registry: Registry, data_dir: str, *, clock: Callable[[], int]) -> None:
+    def __init__(self, registry: RegistryState, data_dir: str, *, clock: Callable[[], int]) -> None:
         self.registry = registry
         self.clock = clock
         self.store = SnapshotStore(data_dir)

@@ -23,7 +23,7 @@ from discoverd.core import wire
 from discoverd.core.args import PollsArgs
 from discoverd.core.events import CONTENT, AppKey, Event, changed_apps
 from discoverd.core.longpoll import Waiter, Waiters
-from discoverd.core.registry import Registry
+from discoverd.core.registry_state import RegistryState
 from discoverd.errors import BadRequest
 from discoverd.model import UP
 from discoverd.server import answers
@@ -39,7 +39,7 @@ class LongPolls:
 
     def __init__(
         self,
-        registry: Registry,
+        registry: RegistryState,
         parking: Parking,
         config: ServerConfig,
         counters: Counters,

@@ -2,7 +2,8 @@
 
 Every handler takes the request and its parsed :class:`~discoverd.core.params.Form`, binds the
 parameters to the endpoint's dataclass (:mod:`discoverd.core.args`), applies the operation to the
-:class:`~discoverd.core.registry.Registry`, publishes the event it returned, and returns the encoded
+:class:`~discoverd.core.registry_state.RegistryState`,
+publishes the event it returned, and returns the encoded
 answer. What follows from the event (waking polls, replicating, logging, counting) is done by the
 subscribers (``server/events.py``), not here. A binding failure raises
 :class:`~discoverd.core.params.BindError` and a refused request :class:`~discoverd.errors.BadRequest`:
@@ -19,7 +20,7 @@ from discoverd.core import args as specs
 from discoverd.core import wire
 from discoverd.core.events import Event, SetChange
 from discoverd.core.params import Form, bind, register_metadata, set_metadata
-from discoverd.core.registry import Registry
+from discoverd.core.registry_state import RegistryState
 from discoverd.errors import BadRequest
 from discoverd.model import UP, WAITING, Instance
 from discoverd.server import answers
@@ -41,7 +42,7 @@ class Endpoints:
 
     def __init__(
         self,
-        registry: Registry,
+        registry: RegistryState,
         *,
         clock: Callable[[], int],
         publish: Callable[[Event | None], None],

@@ -12,14 +12,14 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 from discoverd.config import ServerConfig
-from discoverd.core.registry import Registry
+from discoverd.core.registry_state import RegistryState
 from discoverd.server.node import Node
 
 __all__ = ["Node", "running_node", "serve_forever"]
 
 
 @contextlib.asynccontextmanager
-async def running_node(config: ServerConfig, registry: Registry | None = None) -> AsyncIterator[Node]:
+async def running_node(config: ServerConfig, registry: RegistryState | None = None) -> AsyncIterator[Node]:
     """Run a node in the current loop for the duration of the block (tests, embedding)."""
     node = Node(config, registry)
     async with asyncio.TaskGroup() as tg:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from discoverd.core.events import AppKey
-from discoverd.core.registry import Registry
+from discoverd.core.registry_state import RegistryState
 from discoverd.server.xds import plan
 from discoverd.server.xds.protos import (
     CLUSTER,
@@ -147,7 +147,7 @@ class Resources:
 
     __slots__ = ("_apps", "_registry", "_static", "encodings")
 
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: RegistryState) -> None:
         self._registry = registry
         self._static: dict[tuple[str, str], bytes] = {}
         self._apps: dict[AppKey, _App] = {}

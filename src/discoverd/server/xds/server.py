@@ -34,7 +34,7 @@ import grpc
 
 from discoverd.config import ServerConfig, join_hostport, split_hostport
 from discoverd.core.events import CONTENT, Event
-from discoverd.core.registry import Registry
+from discoverd.core.registry_state import RegistryState
 from discoverd.errors import ConfigError
 from discoverd.server import auth, tls
 from discoverd.server.xds.protos import ADS_METHOD, DiscoveryRequest
@@ -73,7 +73,7 @@ class XdsServer:
     def __init__(
         self,
         config: ServerConfig,
-        registry: Registry,
+        registry: RegistryState,
         *,
         addr: str = "",
         clock: Callable[[], int] = time.time_ns,

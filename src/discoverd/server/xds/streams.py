@@ -37,7 +37,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from discoverd.core.events import AppKey, Event, changed_apps
-from discoverd.core.registry import Registry
+from discoverd.core.registry_state import RegistryState
 from discoverd.server.xds import resources
 from discoverd.server.xds.protos import ENDPOINTS
 from discoverd.server.xds.resources import SERVED, Resources
@@ -222,7 +222,7 @@ class Hub:
     nanoseconds since the epoch (for :attr:`Stream.since`). Counters are per type (``stats.KINDS``).
     """
 
-    def __init__(self, registry: Registry, *, default_env: str, clock: Callable[[], int]) -> None:
+    def __init__(self, registry: RegistryState, *, default_env: str, clock: Callable[[], int]) -> None:
         self.resources = Resources(registry)
         self._default_env = default_env
         self._clock = clock

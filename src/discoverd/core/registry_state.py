@@ -29,7 +29,7 @@ from discoverd.core.events import (
 from discoverd.core.guard import Guard
 from discoverd.model import UP, Instance
 
-__all__ = ["App", "AppKey", "Registry"]
+__all__ = ["App", "AppKey", "RegistryState"]
 
 
 @dataclass(slots=True, eq=False)
@@ -68,7 +68,7 @@ class App:
         return f"App({self.appid!r}, {self.env!r}, zones={list(self.zones)}, latest={self.latest})"
 
 
-class Registry:
+class RegistryState:
     """All registered instances of one node, with the renew guard (spec §5.2)."""
 
     def __init__(self, guard: Guard | None = None, *, rng: random.Random | None = None) -> None:
@@ -79,7 +79,7 @@ class Registry:
         self._interned: dict[str, str] = {}
 
     def __repr__(self) -> str:
-        return f"Registry(apps={len(self.apps)}, instances={self.size}, guard={self.guard!r})"
+        return f"RegistryState(apps={len(self.apps)}, instances={self.size}, guard={self.guard!r})"
 
     # -- reads -------------------------------------------------------------------------------
 
