@@ -60,7 +60,7 @@ class FakeRegistry(Registry):
             raise self.fail
         return snapshot if snapshot is not None else await self.mem.get_service(appid)
 
-    def watch(self, appid: str | None = None) -> AsyncIterator[Event]:
+    def watch(self, appid: str | None = None) -> Relay:
         self.watch_calls += 1
         if self.watch_open_errors:
             raise self.watch_open_errors.pop(0)

@@ -4,7 +4,7 @@ that can be taken down (``Flaky``), so outages, broken watches and resyncs are d
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 
 import pytest
 
@@ -60,7 +60,7 @@ class Flaky(Registry):
     async def list_services(self) -> list[str]:
         return await self.inner.list_services()
 
-    def watch(self, appid: str | None = None) -> AsyncIterator[Event]:
+    def watch(self, appid: str | None = None) -> AsyncGenerator[Event, None]:
         self.watches += 1
         if self.down:
             raise Unavailable("the registry is down")
@@ -68,7 +68,7 @@ class Flaky(Registry):
         self._open.append(inner)
         return self._relay(inner)
 
-    async def _relay(self, inner: AsyncIterator[Event]) -> AsyncIterator[Event]:
+    async def _relay(self, inner: AsyncIterator[Event]) -> AsyncGenerator[Event, None]:
         try:
             async for event in inner:
                 yield event

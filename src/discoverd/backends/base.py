@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import AsyncIterator
-from typing import Any, Self
+from typing import Any, Protocol, Self
 
 from discoverd.calling.caller import AsyncCaller
 from discoverd.calling.callers import CallerSet
@@ -41,6 +41,21 @@ class RegistryClosed(DiscoverdError):
 class WatchOverflow(DiscoverdError):
     """A watcher fell more than its queue bound behind; events after the queued ones were lost.
     Re-read with ``get_service`` and watch again."""
+
+
+class Watcher(Protocol):
+    """What :meth:`Registry.watch` returns: an async iterator of events that must be closed.
+
+    ``async for`` yields each :class:`~discoverd.model.Event`; :meth:`aclose` stops it (idempotent).
+    """
+
+    def __aiter__(self) -> AsyncIterator[Event]: ...
+
+    async def __anext__(self) -> Event: ...
+
+    async def aclose(self) -> None:
+        """Stop receiving events; a pending ``__anext__`` ends with ``StopAsyncIteration``."""
+        ...
 
 
 class Registry(abc.ABC):
@@ -62,7 +77,7 @@ class Registry(abc.ABC):
     async def list_services(self) -> list[str]: ...
 
     @abc.abstractmethod
-    def watch(self, appid: str | None = None) -> AsyncIterator[Event]: ...
+    def watch(self, appid: str | None = None) -> Watcher: ...
 
     @abc.abstractmethod
     async def aclose(self) -> None: ...

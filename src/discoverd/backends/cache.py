@@ -25,7 +25,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-from discoverd.backends.base import Registry, RegistryClosed
+from discoverd.backends.base import Registry, RegistryClosed, Watcher
 from discoverd.core.cache import Backoff, CachePolicy, CacheState, CacheStatus, Plan, Retry
 from discoverd.errors import Unavailable
 from discoverd.model import Event, Instance
@@ -166,7 +166,7 @@ class CachedRegistry(Registry):
         self._check_open()
         return await self.registry.list_services()
 
-    def watch(self, appid: str | None = None) -> AsyncIterator[Event]:
+    def watch(self, appid: str | None = None) -> Watcher:
         """Pass through: the wrapped registry's watch iterator."""
         self._check_open()
         return self.registry.watch(appid)

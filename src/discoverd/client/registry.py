@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mappin
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from discoverd.backends.base import Registry, RegistryClosed
+from discoverd.backends.base import Registry, RegistryClosed, Watcher
 from discoverd.calling.caller import AsyncCaller
 from discoverd.calling.source import InstanceSource
 from discoverd.client.async_client import AsyncClient
@@ -154,7 +154,7 @@ class DiscoverdRegistry(Registry):
     async def list_services(self) -> list[str]:
         return sorted(await self._all())
 
-    def watch(self, appid: str | None = None) -> AsyncIterator[Event]:
+    def watch(self, appid: str | None = None) -> Watcher:
         """Changes of ``appid`` (or of every app) from now on; see :class:`_Watch`."""
         if self._closed:
             raise RegistryClosed("registry is closed")

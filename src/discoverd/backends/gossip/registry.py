@@ -32,11 +32,10 @@ import base64
 import binascii
 import contextlib
 import time
-from collections.abc import AsyncIterator
 from typing import Final
 from urllib.parse import parse_qsl, urlsplit
 
-from discoverd.backends.base import Registry, RegistryClosed
+from discoverd.backends.base import Registry, RegistryClosed, Watcher
 from discoverd.backends.gossip.micro_delegate import RETRANSMIT_MULT, MicroDelegate
 from discoverd.backends.gossip.node import MemberlistNode
 from discoverd.backends.watch import WatchHub
@@ -50,7 +49,7 @@ from discoverd.core.gossip.micro import (
     service_to_json,
 )
 from discoverd.errors import ConfigError, GossipError
-from discoverd.model import Event, Instance
+from discoverd.model import Instance
 
 #: Registration lifetime when ``register`` is given no ttl; it is re-announced every third of it.
 DEFAULT_TTL: Final = 90.0
@@ -225,7 +224,7 @@ class GossipRegistry(Registry):
         await self.start()
         return self.micro.state.names()  # sorted, and only names that still have a node
 
-    def watch(self, appid: str | None = None) -> AsyncIterator[Event]:
+    def watch(self, appid: str | None = None) -> Watcher:
         if self._closed:
             raise RegistryClosed("gossip registry is closed")
         return self._hub.watch(appid)
