@@ -13,15 +13,13 @@ from __future__ import annotations
 import importlib
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 #: The release that removes the deprecated names.
 REMOVED_IN: Final = "0.3"
 
 
-@dataclass(frozen=True, slots=True)
-class Target:
+class Target(NamedTuple):
     """Where an old name lives now: ``module.attr`` (``attr`` may be dotted), and what to write instead."""
 
     module: str
