@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from discoverd.config import load_config
-from discoverd.errors import ConfigError
+from discoverd.errors import ConfigError, MissingExtra
 
 _SERVE_FLAGS: tuple[tuple[str, type, str], ...] = (
     ("--addr", str, "listen address HOST:PORT (default 127.0.0.1:7171; port 0 = any free port)"),
@@ -87,7 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--access-log", action="store_true", default=None, help="log one line per answered request"
     )
-    from discoverd.client.commands import add_client_commands
+    from discoverd.client.command_flags import add_client_commands
 
     add_client_commands(sub)
     from discoverd.grpc import add_bootstrap_command
@@ -98,10 +98,14 @@ def _parser() -> argparse.ArgumentParser:
 
 def _serve(ns: argparse.Namespace) -> int:
     """``discoverd serve``: 0 after a graceful stop (SIGTERM or SIGINT at any moment, start-up
-    included), 1 when the node cannot start (one line on stderr), 2 for a bad configuration."""
+    included), 1 when the node cannot start (one line on stderr; e.g. the ``[server]`` extra, or
+    ``[grpc]`` for ``--xds``, is not installed), 2 for a bad configuration."""
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # until the node's loop handles it
     try:
         return _serve_until_stopped(ns)
+    except MissingExtra as exc:  # pip install 'discoverd[server]' (or [grpc]): said in one line
+        print(f"discoverd: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 0
     finally:  # exiting: a late signal must not interrupt the interpreter's own shutdown

@@ -23,7 +23,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from discoverd.errors import ConfigError
+from discoverd.errors import ConfigError, MissingExtra
 
 __all__ = ["add_bootstrap_command", "bootstrap", "bootstrap_command", "channel"]
 
@@ -85,8 +85,8 @@ def channel(
     ``bootstrap`` is put in ``GRPC_XDS_BOOTSTRAP_CONFIG`` when neither bootstrap variable is set; an
     existing variable wins (grpcio reads the bootstrap once per process, when its first xDS channel
     opens). ``credentials`` (``grpc.ChannelCredentials``) make a secure channel to the endpoints.
-    Raises ``ImportError`` naming the extra when grpcio is missing, :class:`ConfigError` when there
-    is no bootstrap at all.
+    Raises :class:`~discoverd.errors.MissingExtra` (an ``ImportError``) naming the extra when grpcio
+    is missing, :class:`ConfigError` when there is no bootstrap at all.
     """
     grpc = _import_grpc()
     if not any(os.environ.get(v) for v in BOOTSTRAP_VARS):
@@ -106,9 +106,7 @@ def _import_grpc() -> Any:
         import grpc
         import grpc.aio
     except ImportError as exc:
-        raise ImportError(
-            f"xds:/// channels need grpcio: pip install 'discoverd[grpc]' ({exc})", name="grpc"
-        ) from exc
+        raise MissingExtra("grpcio", "grpc", "xds:/// channels (discoverd.grpc.channel)") from exc
     return grpc
 
 

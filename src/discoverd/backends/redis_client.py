@@ -21,14 +21,18 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, NamedTuple
 
-import redis.asyncio as aioredis
-from redis.asyncio.client import Pipeline
-from redis.asyncio.client import PubSub as RedisPubSub
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
-
 from discoverd.backends.redis_state import KEY_TTL, alive_key, channel, encode_message
+from discoverd.errors import MissingExtra
+
+try:
+    import redis.asyncio as aioredis
+    from redis.asyncio.client import Pipeline
+    from redis.asyncio.client import PubSub as RedisPubSub
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+    from redis.exceptions import RedisError
+except ImportError as exc:
+    raise MissingExtra("redis", "redis", "the Redis registry backend (redis://)") from exc
 
 #: Every failure of a Redis round trip (protocol, connection, timeout); nothing else escapes a call.
 REDIS_ERRORS: Final = (RedisError, OSError, TimeoutError)

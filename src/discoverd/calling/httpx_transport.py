@@ -11,9 +11,13 @@ that fails on every instance raises ``httpx.ConnectError``. Requires the optiona
 
 from __future__ import annotations
 
-import httpx
-
 from discoverd.calling.caller import AsyncCaller, CallFailed
+from discoverd.errors import MissingExtra
+
+try:
+    import httpx
+except ImportError as exc:
+    raise MissingExtra("httpx", "httpx", "the httpx transport (discoverd.integrations.httpx)") from exc
 
 _HOP_BY_HOP = {"host", "content-length", "transfer-encoding", "connection", "content-encoding"}
 

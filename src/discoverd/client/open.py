@@ -13,6 +13,10 @@
 
 Add ``?cache=SECONDS`` to any URL to wrap the backend in a
 :class:`~discoverd.backends.cache.CachedRegistry` with that TTL (it then owns the backend).
+
+Each backend is imported when its scheme is first opened: ``redis://`` needs the ``[redis]`` extra,
+``gossip://`` the ``[gossip]`` extra; without it, :func:`open_registry` raises
+:class:`~discoverd.errors.MissingExtra` naming the extra to install.
 """
 
 from __future__ import annotations
@@ -21,17 +25,15 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from discoverd.backends.base import Registry
 from discoverd.backends.cache import CachedRegistry
-from discoverd.backends.gossip.registry import GossipRegistry
 from discoverd.backends.memory import MemoryRegistry
-from discoverd.backends.redis import RedisRegistry
-from discoverd.client.registry import DiscoverdRegistry
 from discoverd.errors import ConfigError
 
 
 def open_registry(url: str = "memory://") -> Registry:
     """The registry backend named by ``url`` (not yet connected: it connects on first use).
 
-    Raises :class:`~discoverd.errors.ConfigError` for an unknown scheme or a malformed URL.
+    Raises :class:`~discoverd.errors.ConfigError` for an unknown scheme or a malformed URL, and
+    :class:`~discoverd.errors.MissingExtra` when the scheme's optional dependency is not installed.
     """
     parts = urlsplit(url)
     query = parse_qsl(parts.query)
@@ -43,10 +45,16 @@ def open_registry(url: str = "memory://") -> Registry:
             raise ConfigError(f"{url!r}: memory:// takes no parameter but cache")
         registry: Registry = MemoryRegistry()
     elif parts.scheme in ("discoverd", "discoverd+https"):
+        from discoverd.client.registry import DiscoverdRegistry
+
         registry = DiscoverdRegistry(bare)
     elif parts.scheme == "redis":
+        from discoverd.backends.redis import RedisRegistry  # needs the [redis] extra
+
         registry = RedisRegistry(bare)
     elif parts.scheme == "gossip":
+        from discoverd.backends.gossip.registry import GossipRegistry  # needs the [gossip] extra
+
         registry = GossipRegistry(bare)
     else:
         raise ConfigError(

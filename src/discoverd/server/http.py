@@ -19,7 +19,12 @@ import ssl
 from collections.abc import Callable
 from typing import Final, cast
 
-import httptools
+from discoverd.errors import MissingExtra
+
+try:
+    import httptools
+except ImportError as exc:
+    raise MissingExtra("httptools", "server", "the discoverd server (discoverd serve)") from exc
 
 from discoverd.server.http_answers import CONTINUE, build_response, head_only, text_response
 from discoverd.server.http_limits import (

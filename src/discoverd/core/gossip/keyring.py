@@ -12,10 +12,13 @@ import os
 from collections.abc import Sequence
 from typing import Final
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from discoverd.errors import GossipDecodeError, MissingExtra
 
-from discoverd.errors import GossipDecodeError
+try:
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+except ImportError as exc:
+    raise MissingExtra("cryptography", "gossip", "the gossip registry backend (gossip://)") from exc
 
 NONCE_SIZE: Final = 12
 TAG_SIZE: Final = 16

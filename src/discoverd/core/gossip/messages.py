@@ -19,9 +19,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, TypeAlias, TypeVar, cast
 
-import msgpack
+from discoverd.errors import GossipDecodeError, MissingExtra
 
-from discoverd.errors import GossipDecodeError
+try:
+    import msgpack
+except ImportError as exc:
+    raise MissingExtra("msgpack", "gossip", "the gossip registry backend (gossip://)") from exc
 
 
 class MsgType(enum.IntEnum):

@@ -11,26 +11,32 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from envoy.config.cluster.v3.cluster_pb2 import Cluster
-from envoy.config.core.v3.address_pb2 import Address, SocketAddress
-from envoy.config.core.v3.base_pb2 import Locality
-from envoy.config.core.v3.config_source_pb2 import AggregatedConfigSource, ApiVersion, ConfigSource
-from envoy.config.core.v3.health_check_pb2 import HealthStatus
-from envoy.config.endpoint.v3.endpoint_components_pb2 import Endpoint, LbEndpoint, LocalityLbEndpoints
-from envoy.config.endpoint.v3.endpoint_pb2 import ClusterLoadAssignment
-from envoy.config.listener.v3.api_listener_pb2 import ApiListener
-from envoy.config.listener.v3.listener_pb2 import Listener
-from envoy.config.route.v3.route_components_pb2 import Route, RouteAction, RouteMatch, VirtualHost
-from envoy.config.route.v3.route_pb2 import RouteConfiguration
-from envoy.extensions.filters.http.router.v3.router_pb2 import Router
-from envoy.extensions.filters.network.http_connection_manager.v3.http_connection_manager_pb2 import (
-    HttpConnectionManager,
-    HttpFilter,
-)
-from envoy.service.discovery.v3 import ads_pb2
-from envoy.service.discovery.v3.discovery_pb2 import DiscoveryRequest, DiscoveryResponse
-from google.protobuf.any_pb2 import Any as AnyMessage
-from google.protobuf.wrappers_pb2 import UInt32Value
+from discoverd.errors import MissingExtra
+
+try:
+    from envoy.config.cluster.v3.cluster_pb2 import Cluster
+    from envoy.config.core.v3.address_pb2 import Address, SocketAddress
+    from envoy.config.core.v3.base_pb2 import Locality
+    from envoy.config.core.v3.config_source_pb2 import AggregatedConfigSource, ApiVersion, ConfigSource
+    from envoy.config.core.v3.health_check_pb2 import HealthStatus
+    from envoy.config.endpoint.v3.endpoint_components_pb2 import Endpoint, LbEndpoint, LocalityLbEndpoints
+    from envoy.config.endpoint.v3.endpoint_pb2 import ClusterLoadAssignment
+    from envoy.config.listener.v3.api_listener_pb2 import ApiListener
+    from envoy.config.listener.v3.listener_pb2 import Listener
+    from envoy.config.route.v3.route_components_pb2 import Route, RouteAction, RouteMatch, VirtualHost
+    from envoy.config.route.v3.route_pb2 import RouteConfiguration
+    from envoy.extensions.filters.http.router.v3.router_pb2 import Router
+    from envoy.extensions.filters.network.http_connection_manager.v3.http_connection_manager_pb2 import (
+        HttpConnectionManager,
+        HttpFilter,
+    )
+    from envoy.service.discovery.v3 import ads_pb2
+    from envoy.service.discovery.v3.discovery_pb2 import DiscoveryRequest, DiscoveryResponse
+    from google.protobuf.any_pb2 import Any as AnyMessage
+    from google.protobuf.wrappers_pb2 import UInt32Value
+except ImportError as exc:  # xds-protos (the Envoy messages) or protobuf (their runtime) is missing
+    _library = "protobuf" if (exc.name or "").startswith("google") else "xds-protos"
+    raise MissingExtra(_library, "grpc", "the xDS server (discoverd serve --xds)") from exc
 
 __all__ = [
     "ADS_METHOD",

@@ -30,16 +30,19 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-import grpc
-
 from discoverd.config import ServerConfig, join_hostport, split_hostport
 from discoverd.core.events import CONTENT, Event
 from discoverd.core.registry_state import RegistryState
-from discoverd.errors import ConfigError
+from discoverd.errors import ConfigError, MissingExtra
 from discoverd.server import auth, tls
 from discoverd.server.xds.protos import ADS_METHOD, DiscoveryRequest
 from discoverd.server.xds.stats import XdsClient, XdsStats
 from discoverd.server.xds.streams import Hub, Stream
+
+try:
+    import grpc
+except ImportError as exc:
+    raise MissingExtra("grpcio", "grpc", "the xDS server (discoverd serve --xds)") from exc
 
 log = logging.getLogger("discoverd.xds")
 
