@@ -78,8 +78,8 @@ WRAPPERS: Final[Mapping[str, frozenset[str]]] = {
     "uvloop": frozenset({"discoverd.server.runner"}),
     "prometheus_client": frozenset({"discoverd.server.metrics"}),
     # Two wrappers: the calling layer's HTTP client (the caller's, and the client SDK's requests to
-    # registry nodes) and the server's replication to its peers, which keeps its own on its side.
-    "aiohttp": frozenset({"discoverd.calling.http", "discoverd.server.replication"}),
+    # registry nodes) and the server's client to its replication peers, which keeps its own on its side.
+    "aiohttp": frozenset({"discoverd.calling.http", "discoverd.server.peer_http"}),
     "httpx": frozenset({"discoverd.calling.httpx_transport"}),
     # grpcio: the server's xDS server and the client's xds:/// channels, one module on each side
     # (server and client never import each other, so they cannot share one wrapper).

@@ -58,7 +58,7 @@ CLEAN: dict[str, str] = {
         "import importlib.metadata\n\nfrom prometheus_client import Metric\n\n"
         'VERSION = importlib.metadata.version("discoverd")\n'
     ),
-    "server/replication.py": "import aiohttp\n\nfrom discoverd.backends import redis\n",
+    "server/peer_http.py": "import aiohttp\n\nfrom discoverd.backends import redis\n",
     "server/runner.py": "def run() -> None:\n    import uvloop\n",
     "client/__init__.py": "",
     "client/api.py": "from discoverd.core.a import A\n\nclass Client:\n    pass\n",
@@ -194,7 +194,7 @@ def test_third_party_outside_its_wrapper(tmp_path: Path) -> None:
     assert messages(root) == [
         "redis is wrapped by discoverd.backends.redis_client; discoverd.backends.redis imports it directly "
         "(from redis.exceptions import RedisError)",
-        "aiohttp is wrapped by discoverd.calling.http and discoverd.server.replication; "
+        "aiohttp is wrapped by discoverd.calling.http and discoverd.server.peer_http; "
         "discoverd.client.api imports it directly (import aiohttp)",
         "orjson is wrapped by discoverd.jsoncodec; discoverd.core.a imports it directly (import orjson)",
         "msgpack is wrapped by discoverd.core.gossip.messages; discoverd.core.gossip.framing imports it "

@@ -25,6 +25,10 @@ NODE_UP = 0
 NODE_LOST = 1
 
 
+class PeerUnreachable(Exception):
+    """A request to a peer failed in transport (refused, reset, bad answer framing...): retried."""
+
+
 @dataclass(frozen=True, slots=True)
 class NodeStatus:
     """One row of ``/discovery/nodes``: a node of this zone and its status (0 UP, 1 LOST)."""

@@ -21,6 +21,10 @@ operation is counted in ``refused`` and dropped, and the peer is LOST until it a
 peer secret, a client's write of ``infra.discovery`` is not forwarded
 (:func:`~discoverd.core.cluster.forwardable`): it must not become a peer on the other nodes.
 
+A single node loads no HTTP client: the peers' client (``server/peer_http.py``, aiohttp) is imported
+when the first peer is added (a peer set change, not a request's path); its session opens with the
+first request.
+
 Failures cost bounded work and log volume: a peer's senders back off on its consecutive failures
 (up to 5 s between tries), and failure lines are aggregated per peer (``server/peers.py``).
 """
@@ -33,9 +37,7 @@ import random
 import ssl
 import time
 from collections.abc import Callable, Coroutine, Iterable
-from typing import Any, ClassVar
-
-import aiohttp
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from discoverd import jsoncodec
 from discoverd.core import repair
@@ -63,7 +65,10 @@ from discoverd.core.replication import (
 )
 from discoverd.errors import BadRequest
 from discoverd.model import Instance
-from discoverd.server.peers import NODE_LOST, NODE_UP, NodeStatus, Peer, PeerLog
+from discoverd.server.peers import NODE_LOST, NODE_UP, NodeStatus, Peer, PeerLog, PeerUnreachable
+
+if TYPE_CHECKING:
+    from discoverd.server.peer_http import PeerHttp
 
 __all__ = ["NODE_LOST", "NODE_UP", "NodeStatus", "Peer", "Replicator"]
 
@@ -120,11 +125,12 @@ class Replicator:
         self._adopt = adopt
         self._publish = publish
         self._rng = rng or random.Random()
-        self._timeout = aiohttp.ClientTimeout(total=request_timeout)
+        self._request_timeout = request_timeout
         self._backoff = Backoff(base=0.05, cap=5.0, rng=self._rng.random)
         self.own: dict[str, Peer] = {}
         self.remote: dict[str, Peer] = {}
-        self._session: aiohttp.ClientSession | None = None
+        self._client: PeerHttp | None = None
+        """The peers' HTTP client, made by :meth:`_http` for the first request to a peer."""
         self.scheme = scheme
         """``http`` or ``https`` (TLS on: every peer is reached over HTTPS)."""
         self._ssl = ssl_context
@@ -177,6 +183,7 @@ class Replicator:
                 peer.addrs = [a for a in peer.addrs if a in addrs] + [a for a in addrs if a not in peer.addrs]
 
     def _start(self, peer: Peer) -> Peer:
+        self._http()  # the first peer loads the peers' client (aiohttp) here, not in a sender
         peer.tasks = [self._spawn(self._worker(peer)) for _ in range(self.senders)]
         return peer
 
@@ -241,13 +248,15 @@ class Replicator:
 
     # -- workers ---------------------------------------------------------------------------------
 
-    def _http(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            connector = aiohttp.TCPConnector(
-                limit_per_host=4, keepalive_timeout=60.0, ssl=self._ssl if self._ssl is not None else True
+    def _http(self) -> PeerHttp:
+        client = self._client
+        if client is None:  # the first request to a peer: aiohttp is loaded now, once
+            from discoverd.server.peer_http import PeerHttp
+
+            client = self._client = PeerHttp(
+                headers=self._headers, ssl_context=self._ssl, timeout=self._request_timeout
             )
-            self._session = aiohttp.ClientSession(connector=connector, headers=self._headers)
-        return self._session
+        return client
 
     async def _worker(self, peer: Peer) -> None:
         """One of the peer's senders: operations on one instance never overlap (see ``lane``)."""
@@ -279,10 +288,9 @@ class Replicator:
         """Post ``op``; returns False on a transport failure (to be retried)."""
         url = f"{self.scheme}://{peer.addr}/discovery/{op.action}"
         try:
-            async with self._http().post(url, data=op.params, timeout=self._timeout) as resp:
-                body = await resp.read()
+            body = await self._http().post(url, op.params)
             doc = jsoncodec.loads(body) if body else {}
-        except (aiohttp.ClientError, TimeoutError, OSError, jsoncodec.DecodeError) as exc:
+        except (PeerUnreachable, TimeoutError, OSError, jsoncodec.DecodeError) as exc:
             self._log.failed(peer.name, peer.addr, exc)
             peer.streak += 1
             self._set_status(peer, NODE_LOST)
@@ -326,9 +334,8 @@ class Replicator:
         """A peer's ``fetch/all``, or ``None`` when it fails or refuses (-500 while in protect)."""
         try:
             url = f"{self.scheme}://{addr}/discovery/fetch/all"
-            async with self._http().get(url, timeout=self._timeout) as resp:
-                doc = jsoncodec.loads(await resp.read())
-        except (aiohttp.ClientError, TimeoutError, OSError, jsoncodec.DecodeError) as exc:
+            doc = jsoncodec.loads(await self._http().get(url))
+        except (PeerUnreachable, TimeoutError, OSError, jsoncodec.DecodeError) as exc:
             log.info("sync from %s failed: %s", addr, exc)
             return None
         if isinstance(doc, dict) and doc.get("code") in (-401, -403):
@@ -358,9 +365,9 @@ class Replicator:
         for peer in (*self.own.values(), *self.remote.values()):
             for task in peer.tasks:
                 task.cancel()
-        if self._session is not None:
-            session, self._session = self._session, None
-            await session.close()
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.aclose()
 
 
 def _push_all(peers: Iterable[Peer], op: PeerOp, now: float) -> None:
