@@ -12,9 +12,10 @@ deadline, expires registrations nobody reads. The timer is cancelled by :meth:`M
 made after the call and none before. Events are queued per watcher (bounded, ``watch_queue`` events)
 and publishing never waits: a slow watcher never blocks a registration. When a watcher's queue is full,
 the watcher *overflows*: it stops receiving events, the consumer still gets the events queued before the
-overflow (a consistent prefix, in order), and then the iterator raises :class:`WatchOverflow`. The
-consumer must then re-read the state (``get_service``) and watch again — dropping events silently would
-leave it believing in instances that are gone.
+overflow (a consistent prefix, in order), and then the iterator raises
+:class:`~discoverd.backends.base.WatchOverflow`. The consumer must then re-read the state
+(``get_service``) and watch again — dropping events silently would leave it believing in instances
+that are gone.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Each endpoint's parameters bind to a frozen dataclass below; its :class:`~.param
 form keys in the dataclass's field order. Field order and Go names matter: they appear in
 validation messages such as ``Key: 'ArgRegister.Zone' Error:Field validation for 'Zone' failed on
 the 'required' tag``. Repeated fields are tuples; ``replication`` and ``from_zone`` are Go
-``ParseBool`` flags, turned into a :class:`~.events.Source` by :attr:`source`.
+``ParseBool`` flags, turned into a :class:`~.events.Source` by their ``source`` property.
 """
 
 from __future__ import annotations

@@ -91,7 +91,8 @@ class Membership:
             self.refresh()
 
     def refresh(self) -> None:
-        """Publish :class:`PeersChanged` when the admitted set differs from the last one published."""
+        """Publish :class:`~discoverd.core.events.PeersChanged` when the admitted set differs from the
+        last one published."""
         event = peers_changed(self.peers, self.admission.peers())
         if event is not None:
             self.peers = event.peers

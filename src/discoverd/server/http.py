@@ -391,7 +391,8 @@ class HttpServer:
         return self.table.admission.refused
 
     async def start(self, sock: socket.socket, *, ssl_context: ssl.SSLContext | None = None) -> None:
-        """Start accepting on ``sock`` (from :func:`bind_socket`; HTTPS with ``ssl_context``)."""
+        """Start accepting on ``sock`` (from :func:`~discoverd.server.http_listen.bind_socket`; HTTPS
+        with ``ssl_context``)."""
         self._listener = Listener(
             sock,
             table=self.table,

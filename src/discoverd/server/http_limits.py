@@ -3,7 +3,7 @@
 * **Deadlines** (:class:`HttpLimits`): each connection records which part of a request it is reading
   (:data:`IDLE`, :data:`HEADERS`, :data:`BODY`; :data:`CLOSING` once closed with answers still
   unsent) and since when, in a few attribute writes per request; one periodic reaper
-  (:meth:`HttpServer.reap <discoverd.server.http.HttpServer.reap>`, every :attr:`HttpLimits.period`)
+  (:meth:`ConnectionTable.reap`, every :attr:`HttpLimits.period`)
   closes the connections past their deadline. Clock values are the reaper's last tick, so a deadline
   is met to within two periods, and never enforced early.
 * **Flow control**: a connection's transport pauses the protocol when its unsent answers pass

@@ -6,9 +6,9 @@
 * **Eviction** (spec §5.2): each pass closes the guard's window (self-preservation may switch) and
   removes the instances silent for longer than ``evict_after`` (``evict_ceiling`` while the guard
   protects), at most the share the threshold allows. After a snapshot restore nothing is evicted
-  for one ``evict_after`` (:meth:`hold_eviction`), so restored instances get a chance to renew.
+  for one ``evict_after`` (:meth:`Lifecycle.hold_eviction`), so restored instances get a chance to renew.
 * **Start-up protect** (``enable_protect``): reads answer -500 until a peer sync succeeds or
-  ``protect_duration`` passes (:meth:`end_protect`).
+  ``protect_duration`` passes (:meth:`Lifecycle.end_protect`).
 
 Every change is published as an event. The node's task group calls these methods on its timers;
 they never block. One loop; not thread-safe.
