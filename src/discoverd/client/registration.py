@@ -53,7 +53,7 @@ class RegState(enum.Enum):
 
 
 class AsyncRegistration:
-    """One instance registered through an :class:`AsyncClient`. Created by ``client.register``.
+    """One instance registered through an :class:`~discoverd.AsyncClient`. Created by ``client.register``.
 
     ``link`` is the owner's connection to the registry and ``renew_interval`` the heartbeat period
     (seconds). The owner calls :meth:`open` once; users call :meth:`set`, :meth:`close` or

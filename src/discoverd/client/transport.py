@@ -43,7 +43,8 @@ class Transport:
     """Requests to the registry nodes of one client, over one pool. Task-safe; ``aclose()`` is idempotent.
 
     ``token`` is sent as ``Authorization: Bearer`` on every request; ``https`` selects the scheme and
-    ``tls_ca`` the CA bundle (default: the system's). A bad bundle raises :class:`ConfigError` here.
+    ``tls_ca`` the CA bundle (default: the system's). A bad bundle raises
+    :class:`~discoverd.ConfigError` here.
     """
 
     def __init__(
