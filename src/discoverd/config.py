@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import socket
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -244,6 +243,8 @@ def load_config(
         if env.get(var):
             values[name] = _coerce(name, env[var])
     if toml_path is not None:
+        import tomllib  # only with a TOML file (the parser is not free to import)
+
         try:
             data = tomllib.loads(Path(toml_path).read_text())
         except (OSError, tomllib.TOMLDecodeError) as exc:

@@ -404,7 +404,7 @@ async def test_static_refuses_anything_but_the_files(node: Node, target: str) ->
 
 
 def test_load_static_lists_only_plain_known_files() -> None:
-    files = dashboard.load_static()
+    files = dashboard.find_static()
     assert {"index.html", "app.js", "style.css"} <= set(files)
     assert all("/" not in name and not name.startswith(".") for name in files)
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from discoverd.server.metrics import LATENCY_BUCKETS, LatencyTable, RegistryCounts
+from discoverd.server.latency import LATENCY_BUCKETS, LatencyTable
+from discoverd.server.metrics import RegistryCounts, latency_family
 from discoverd.server.runner import Node
 from discoverd.testing import ServerProcess, fast_config, running_node
 from tests.helpers import Wire
@@ -219,7 +220,7 @@ def test_latency_table_ignores_unknown_paths_and_buckets_edges() -> None:
     table.observe(RENEW, 0.001)  # on the bound: le="0.001"
     table.observe(RENEW, 0.002)
     table.observe(RENEW, 5.0)
-    fam = table.family()
+    fam = latency_family(table)
     got = {(s.name, s.labels.get("le")): s.value for s in fam.samples}
     assert {s.labels["endpoint"] for s in fam.samples} == {RENEW}
     assert got[("discoverd_request_duration_seconds_bucket", "0.001")] == 1

@@ -5,7 +5,8 @@ Routes (:meth:`Dashboard.routes`, in the node's route table when ``config.dashbo
 * ``GET /``, ``/dashboard``, ``/dashboard/`` — the page (``static/index.html``);
 * ``GET /dashboard/static/<name>`` — the page's files. Only the files found in ``static/`` at start
   (plain names, known extensions) are routed, each by its exact path, so no request path can reach
-  anything else (``..``, encoded slashes and unknown names are simply not routes: 404);
+  anything else (``..``, encoded slashes and unknown names are simply not routes: 404). A file is
+  read when it is requested (they are small, and a node whose dashboard is never opened holds none);
 * ``GET /dashboard/api/state`` — the state (:mod:`discoverd.server.dashboard_state`) in the protocol
   envelope. It is a read: with ``protect_reads`` it needs a token (the pipeline's auth stage).
 
@@ -30,7 +31,7 @@ import asyncio
 import re
 import time
 from dataclasses import dataclass
-from importlib import resources
+from pathlib import Path
 from typing import ClassVar, Final
 
 from discoverd.core import wire
@@ -75,14 +76,17 @@ _NO_STORE: Final = b"Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\
 _GET: Final = frozenset({"GET"})
 
 
-def load_static() -> dict[str, bytes]:
-    """The servable files of ``discoverd/server/static``: plain names with a known extension → bytes."""
-    root = resources.files("discoverd.server").joinpath("static")
-    out: dict[str, bytes] = {}
+STATIC_DIR: Final = Path(__file__).with_name("static")
+"""The page's files: ``discoverd/server/static`` (package data, installed next to this module)."""
+
+
+def find_static(root: Path = STATIC_DIR) -> dict[str, Path]:
+    """The servable files of ``root``: plain names with a known extension → their path."""
+    out: dict[str, Path] = {}
     for entry in root.iterdir():
         name = entry.name
         if _NAME.match(name) and "." + name.rsplit(".", 1)[1] in _TYPES and entry.is_file():
-            out[name] = entry.read_bytes()
+            out[name] = entry
     return out
 
 
@@ -107,7 +111,8 @@ class Dashboard:
         self.parking = parking
         self.loop = loop
         self.view = StateView(parts)
-        self.files = load_static()
+        self.files = find_static()
+        """The routed files by name (read on each request)."""
         self.hold = HOLD
         self.version = time.time_ns() // 1_000_000
         """Opaque; +1 (at most once per :data:`DEBOUNCE`) when what the state shows changed. Starts
@@ -141,7 +146,11 @@ class Dashboard:
         return self._file(req.path[len(STATIC_PREFIX) :])
 
     def _file(self, name: str) -> bytes:
-        body = self.files.get(name)
+        path = self.files.get(name)
+        try:
+            body = path.read_bytes() if path is not None else None
+        except OSError:  # removed or unreadable since the start (an upgrade in place)
+            body = None
         if body is None:
             return text_response(404, "404 page not found")
         suffix = "." + name.rsplit(".", 1)[1]

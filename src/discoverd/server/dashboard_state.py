@@ -10,7 +10,7 @@ Reading is cheap and side-effect free.
 from __future__ import annotations
 
 import dataclasses
-import importlib.metadata
+import functools
 import time
 from typing import Any, Final
 
@@ -35,13 +35,20 @@ class StateView:
     def __init__(self, parts: NodeParts) -> None:
         self.parts = parts
         self.started = time.monotonic()
-        try:
-            self.software = importlib.metadata.version("discoverd")
-        except importlib.metadata.PackageNotFoundError:  # pragma: no cover - running from a checkout
-            self.software = "unknown"
 
     def __repr__(self) -> str:
         return f"<StateView {self.parts.config.advertise}>"
+
+    @functools.cached_property
+    def software(self) -> str:
+        """discoverd's version, read from the package metadata at the first state (importlib.metadata
+        costs a few MB: a node whose dashboard is never opened does not load it)."""
+        import importlib.metadata
+
+        try:
+            return importlib.metadata.version("discoverd")
+        except importlib.metadata.PackageNotFoundError:  # pragma: no cover - running from a checkout
+            return "unknown"
 
     def summary(self) -> tuple[object, ...]:
         """What, besides the registry, changes the version: guard, protect, grace, peers' status."""

@@ -8,7 +8,6 @@ keep every header, ``Content-Length`` included (:func:`head_only`), as Go's net/
 from __future__ import annotations
 
 import time
-from email.utils import formatdate
 from typing import Final
 
 _REASONS: Final = {
@@ -26,6 +25,23 @@ CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 """The interim answer to ``Expect: 100-continue``."""
 
 
+_DAYS: Final = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS: Final = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def http_date(seconds: float) -> bytes:
+    """``seconds`` (Unix time) as an HTTP date, RFC 9110's IMF-fixdate: ``Sun, 06 Nov 1994 08:49:37 GMT``.
+
+    What ``email.utils.formatdate(seconds, usegmt=True)`` gives (English names whatever the locale),
+    without importing the ``email`` package (about 1 MB for one header).
+    """
+    t = time.gmtime(seconds)
+    return (
+        f"{_DAYS[t.tm_wday]}, {t.tm_mday:02d} {_MONTHS[t.tm_mon - 1]} {t.tm_year:04d} "
+        f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} GMT"
+    ).encode()
+
+
 class _Clock:
     """The ``Date`` header, formatted once per second."""
 
@@ -39,7 +55,7 @@ class _Clock:
         now = int(time.time())
         if now != self._second:
             self._second = now
-            self._value = formatdate(now, usegmt=True).encode()
+            self._value = http_date(now)
         return self._value
 
 

@@ -1,58 +1,60 @@
-"""Prometheus metrics of a node (``GET /metrics``), read from the node's state at scrape time.
+"""The Prometheus exposition of a node's metrics (``GET /metrics``), read from its state at scrape time.
 
-:class:`Metrics` gives each node its own :class:`~prometheus_client.CollectorRegistry` (several nodes
-may share a process; the global ``REGISTRY`` is never used) holding a :class:`NodeCollector`, which
-reads the registry, the counters, the guard, the held polls, the replication queues and the snapshot
-state only when ``/metrics`` is scraped, and a :class:`HttpCollector` for the connections: nothing is
-done per protocol request, except the latency histogram (the pipeline's metrics stage).
+The one module that imports ``prometheus_client``. The node does not import it when it starts: its
+``/metrics`` route (:class:`~discoverd.server.metrics_route.Metrics`) builds an :class:`Exposition`
+at the first scrape, so a node nobody scrapes never loads prometheus_client.
 
-The latency histogram is :class:`LatencyTable`, a lock-free bucket array (the node runs on one loop):
-``observe`` costs ~0.25 µs against ~1 µs for a ``prometheus_client.Histogram`` child (measured on this
-machine; renew is answered in ~38 µs at 26k req/s). It is exported as a normal Prometheus histogram.
+:class:`Exposition` gives each node its own :class:`~prometheus_client.CollectorRegistry` (several
+nodes may share a process; the global ``REGISTRY`` is never used) holding a :class:`NodeCollector`,
+which reads the registry, the counters, the guard, the held polls, the replication queues and the
+snapshot state only when ``/metrics`` is scraped, and a :class:`HttpCollector` for the connections:
+nothing is done per protocol request, except the latency histogram (the pipeline's metrics stage,
+:class:`~discoverd.server.latency.LatencyTable`), exported here as a normal Prometheus histogram.
 Every metric is described in ``docs/metrics.md``.
 """
 
 from __future__ import annotations
 
-import bisect
 import importlib.metadata
 import operator
 import platform
-import time
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Final
 
-from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
-from prometheus_client.exposition import choose_encoder
-from prometheus_client.registry import Collector
-
-from discoverd.core.params import Form
 from discoverd.core.registry_state import App
+from discoverd.errors import MissingExtra
 from discoverd.model import UP, WAITING
-from discoverd.server.http import HttpRequest, HttpServer, build_response
+from discoverd.server.http import HttpServer
+from discoverd.server.latency import LatencyTable
 from discoverd.server.parts import NodeParts
-from discoverd.server.replication import NODE_UP
-from discoverd.server.routes import Route
+from discoverd.server.peers import NODE_UP
 from discoverd.server.xds.stats import KINDS, XdsStats
 
-#: Upper bounds (seconds) of the handler-latency buckets: handlers take tens of microseconds.
-LATENCY_BUCKETS: Final = (
-    0.000025,
-    0.00005,
-    0.0001,
-    0.00025,
-    0.0005,
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.1,
-    1.0,
-)
+try:
+    from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
+    from prometheus_client.core import (
+        CounterMetricFamily,
+        GaugeMetricFamily,
+        HistogramMetricFamily,
+        Metric,
+    )
+    from prometheus_client.exposition import choose_encoder
+    from prometheus_client.registry import Collector
+except ImportError as exc:
+    raise MissingExtra("prometheus_client", "server", "the server's /metrics") from exc
+
+__all__ = [
+    "COUNTERS",
+    "CollectorRegistry",
+    "Exposition",
+    "HttpCollector",
+    "NodeCollector",
+    "RegistryCounts",
+    "XdsCollector",
+    "latency_family",
+]
 
 #: ``Counters`` field → (metric name without ``_total``, help).
 COUNTERS: Final = {
@@ -73,50 +75,21 @@ _STATUS_NAMES: Final = {UP: "up", WAITING: "waiting"}
 _status: Final = operator.attrgetter("status")
 
 
-class LatencyTable:
-    """Per-endpoint handler latency in fixed buckets. Not thread-safe (the node's loop only).
-
-    Only the protocol paths are recorded (the label set stays bounded); anything else is ignored.
-    ``observe`` is what the pipeline's metrics stage calls.
-    """
-
-    __slots__ = ("_bounds", "_entries", "_routes")
-
-    def __init__(self, routes: Collection[str], bounds: tuple[float, ...] = LATENCY_BUCKETS) -> None:
-        self._bounds = bounds
-        self._routes = routes
-        """The protocol paths."""
-        self._entries: dict[str, list[float]] = {p: [0.0] * (len(bounds) + 2) for p in routes}
-        """path → per-bucket counts (last slot: above every bound), then the sum in the final slot."""
-
-    def __repr__(self) -> str:
-        return f"<LatencyTable endpoints={len(self._entries)}>"
-
-    def observe(self, path: str, seconds: float) -> None:
-        """Count one request of ``path`` that took ``seconds`` (~0.25 µs); unknown paths are ignored."""
-        e = self._entries.get(path)
-        if e is None:
-            if path not in self._routes:
-                return
-            e = self._entries[path] = [0.0] * (len(self._bounds) + 2)
-        e[bisect.bisect_left(self._bounds, seconds)] += 1
-        e[-1] += seconds
-
-    def family(self) -> HistogramMetricFamily:
-        """The histogram ``discoverd_request_duration_seconds{endpoint}`` (cumulative buckets)."""
-        fam = HistogramMetricFamily(
-            "discoverd_request_duration_seconds",
-            "Time spent in protocol handlers for requests answered at once (held polls excluded).",
-            labels=["endpoint"],
-        )
-        edges = [*(repr(float(b)) for b in self._bounds), "+Inf"]  # Go float formatting
-        for path, e in sorted(self._entries.items()):
-            running, buckets = 0.0, []
-            for edge, n in zip(edges, e[:-1], strict=True):
-                running += n
-                buckets.append((edge, running))
-            fam.add_metric([path], buckets, e[-1])
-        return fam
+def latency_family(table: LatencyTable) -> HistogramMetricFamily:
+    """The histogram ``discoverd_request_duration_seconds{endpoint}`` (cumulative buckets) of ``table``."""
+    fam = HistogramMetricFamily(
+        "discoverd_request_duration_seconds",
+        "Time spent in protocol handlers for requests answered at once (held polls excluded).",
+        labels=["endpoint"],
+    )
+    edges = [*(repr(float(b)) for b in table.bounds), "+Inf"]  # Go float formatting
+    for path, counts, total in table.rows():
+        running, buckets = 0.0, []
+        for edge, n in zip(edges, counts, strict=True):
+            running += n
+            buckets.append((edge, running))
+        fam.add_metric([path], buckets, total)
+    return fam
 
 
 OTHER: Final = "other"
@@ -178,10 +151,11 @@ def _top(instances: dict[tuple[str, str, str], int], part: int, cap: int) -> dic
 class NodeCollector(Collector):
     """Reads one node's state at scrape time; see ``docs/metrics.md`` for every family."""
 
-    def __init__(self, parts: NodeParts, latency: LatencyTable) -> None:
+    def __init__(self, parts: NodeParts, latency: LatencyTable, started: float) -> None:
         self.parts = parts
         self.latency = latency
-        self.started = time.time()
+        self.started = started
+        """When the node was assembled (Unix time): ``discoverd_start_time_seconds``."""
 
     def __repr__(self) -> str:
         return f"<NodeCollector {self.parts.config.advertise}>"
@@ -196,7 +170,7 @@ class NodeCollector(Collector):
         yield from self._guard()
         yield from self._replication()
         yield from self._snapshot()
-        yield self.latency.family()
+        yield latency_family(self.latency)
 
     def _info(self) -> Iterator[Metric]:
         c = self.parts.config
@@ -431,33 +405,28 @@ def _version() -> str:
         return "unknown"
 
 
-class Metrics:
-    """The metrics of one node: its own collector registry, the latency table and the route.
+class Exposition:
+    """The Prometheus side of one node's metrics: its own collector registry and the text it serves.
 
-    Built once by the node. Embedders may register more collectors on :attr:`registry`.
+    Built at the first scrape by :class:`~discoverd.server.metrics_route.Metrics`.
     """
 
-    def __init__(self, parts: NodeParts, protocol_paths: Collection[str]) -> None:
+    def __init__(
+        self, parts: NodeParts, latency: LatencyTable, http: HttpServer | None, *, started: float
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
-        self.latency = LatencyTable(protocol_paths)
-        self.registry.register(NodeCollector(parts, self.latency))
+        self.registry.register(NodeCollector(parts, latency, started))
         if parts.xds is not None:
             self.registry.register(XdsCollector(parts.xds.stats))
+        if http is not None:
+            self.registry.register(HttpCollector(http))
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
 
     def __repr__(self) -> str:
-        return f"<Metrics {self.latency!r}>"
+        return f"<Exposition {self.registry!r}>"
 
-    def add_http(self, http: HttpServer) -> None:
-        """Export the connections of ``http`` too (once the HTTP server exists)."""
-        self.registry.register(HttpCollector(http))
-
-    def route(self) -> Route:
-        """``GET /metrics``: a read like any other (with ``protect_reads`` a scrape needs a token)."""
-        return Route("/metrics", frozenset({"GET"}), self.serve)
-
-    def serve(self, req: HttpRequest, form: Form) -> bytes:
-        """The text format (OpenMetrics when the scraper asks for it)."""
-        encoder, content_type = choose_encoder(req.header("accept"))
-        return build_response(200, encoder(self.registry), content_type=content_type.encode())
+    def render(self, accept: str) -> tuple[bytes, bytes]:
+        """The metrics in the text format (OpenMetrics when ``accept`` asks for it), and its content type."""
+        encoder, content_type = choose_encoder(accept)
+        return encoder(self.registry), content_type.encode()

@@ -40,7 +40,7 @@ from discoverd.server.http_limits import HttpLimits, connections_for, fd_soft_li
 from discoverd.server.http_listen import bind_socket, socket_address
 from discoverd.server.lifecycle import Lifecycle
 from discoverd.server.logs import RequestScope
-from discoverd.server.metrics import Metrics
+from discoverd.server.metrics_route import Metrics
 from discoverd.server.parking import Parking
 from discoverd.server.parts import NodeParts
 from discoverd.server.persistence import Persistence
