@@ -5,16 +5,19 @@ records into (``server/latency.py``) and the route. The Prometheus exposition â€
 and the collectors that read the node's state (``server/metrics.py``) â€” is built at the first
 scrape, or when :attr:`Metrics.registry` is first read: a node nobody scrapes never loads
 prometheus_client (a few MB of memory). That first scrape imports it on the node's loop, once
-(tens of milliseconds); nothing on the protocol's request path changes.
+(tens of milliseconds); nothing on the protocol's request path changes. Whether prometheus_client is
+installed is checked when the node assembles (without importing it): a node without it does not start.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import time
 from collections.abc import Collection
 from typing import TYPE_CHECKING
 
 from discoverd.core.params import Form
+from discoverd.errors import MissingExtra
 from discoverd.server.http import HttpRequest, HttpServer, build_response
 from discoverd.server.latency import LatencyTable
 from discoverd.server.parts import NodeParts
@@ -26,9 +29,14 @@ if TYPE_CHECKING:
 
 class Metrics:
     """The metrics of one node: the latency table, the ``/metrics`` route and, once scraped, the
-    exposition with its own collector registry. Built once by the node; one loop."""
+    exposition with its own collector registry. Built once by the node; one loop.
+
+    Raises :class:`~discoverd.errors.MissingExtra` when prometheus_client is not installed.
+    """
 
     def __init__(self, parts: NodeParts, protocol_paths: Collection[str]) -> None:
+        if not _installed("prometheus_client"):
+            raise MissingExtra("prometheus_client", "server", "the server's /metrics")
         self.latency = LatencyTable(protocol_paths)
         self._parts = parts
         self._http: HttpServer | None = None
@@ -71,3 +79,11 @@ class Metrics:
                 self._parts, self.latency, self._http, started=self._started
             )
         return exposition
+
+
+def _installed(module: str) -> bool:
+    """Whether ``module`` can be imported, found without importing it."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a finder refused it; or sys.modules holds None for it
+        return False
