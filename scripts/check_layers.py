@@ -77,9 +77,12 @@ WRAPPERS: Final[Mapping[str, frozenset[str]]] = {
     "httptools": frozenset({"discoverd.server.http"}),
     "uvloop": frozenset({"discoverd.server.runner"}),
     "prometheus_client": frozenset({"discoverd.server.metrics"}),
-    # Two wrappers: the calling layer's HTTP client (the caller's, and the client SDK's requests to
-    # registry nodes) and the server's client to its replication peers, which keeps its own on its side.
-    "aiohttp": frozenset({"discoverd.calling.http", "discoverd.server.peer_http"}),
+    # Three wrappers: the calling layer's HTTP client (the caller's, and the client SDK's requests to
+    # registry nodes), the server's client to its replication peers, which keeps its own on its side,
+    # and the glue that runs a client for an aiohttp.web application (web.AppKey, cleanup_ctx).
+    "aiohttp": frozenset(
+        {"discoverd.calling.http", "discoverd.server.peer_http", "discoverd.integrations.aiohttp"}
+    ),
     "httpx": frozenset({"discoverd.calling.httpx_transport"}),
     # grpcio: the server's xDS server and the client's xds:/// channels, one module on each side
     # (server and client never import each other, so they cannot share one wrapper).
