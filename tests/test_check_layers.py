@@ -194,8 +194,8 @@ def test_third_party_outside_its_wrapper(tmp_path: Path) -> None:
     assert messages(root) == [
         "redis is wrapped by discoverd.backends.redis_client; discoverd.backends.redis imports it directly "
         "(from redis.exceptions import RedisError)",
-        "aiohttp is wrapped by discoverd.calling.http and discoverd.server.peer_http; "
-        "discoverd.client.api imports it directly (import aiohttp)",
+        "aiohttp is wrapped by discoverd.calling.http and discoverd.integrations.aiohttp and "
+        "discoverd.server.peer_http; discoverd.client.api imports it directly (import aiohttp)",
         "orjson is wrapped by discoverd.jsoncodec; discoverd.core.a imports it directly (import orjson)",
         "msgpack is wrapped by discoverd.core.gossip.messages; discoverd.core.gossip.framing imports it "
         "directly (from msgpack import OutOfData)",
