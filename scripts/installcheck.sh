@@ -17,7 +17,7 @@ trap cleanup EXIT INT TERM
 
 fresh() {  # fresh NAME SPEC: a virtualenv with `pip install SPEC` (copied tree: the checkout stays clean)
   "$PY" -m venv "$TMP/$1"
-  "$TMP/$1/bin/python" -m pip install -q --upgrade pip >/dev/null
+  "$TMP/$1/bin/python" -m pip install -q --upgrade pip >/dev/null 2>&1
   "$TMP/$1/bin/python" -m pip install -v "$2" >"$TMP/$1.log" 2>&1 || { cat "$TMP/$1.log"; exit 1; }
   if grep -E "SetuptoolsDeprecationWarning|SetuptoolsWarning|_DeprecatedConfig" "$TMP/$1.log"; then
     echo "installcheck: setuptools warned while building discoverd" >&2; exit 1
