@@ -24,13 +24,19 @@ import argparse
 import asyncio
 import random
 import statistics
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+if not __package__:  # run as a file: make the bench package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.node_api import service_instance
 from discoverd import jsoncodec
 from discoverd.client.poller import Poller
-from discoverd.client.transport import Answer, Transport
+from discoverd.client.transport import Answer, NodeTransport
 from discoverd.core.backoff import Backoff
 from discoverd.core.nodes import NodeList
 from discoverd.core.watched_apps import WatchState
@@ -40,18 +46,17 @@ APPS = [(f"main.app{i}-svc", 3) for i in range(5)] + [("main.big-svc", 20)]
 
 
 def instance(appid: str, i: int, ts: int, status: int) -> dict[str, Any]:
-    """One instance object in the server's field order (see ``bench/run.py`` ``service_instance``)."""
-    ip = f"10.{20 + i // 250 % 200}.{(i * 7) % 250}.{1 + i % 250}"
-    host = f"{appid.rsplit('.', 1)[-1].split('-', maxsplit=1)[0]}-7f9c4-{i:05x}"
+    """One instance object in the server's field order (the fields of ``bench.node_api.service_instance``)."""
+    spec = service_instance(appid, i, zone=ZONE)
     return {
-        "region": "sh",
-        "zone": ZONE,
+        "region": spec.region,
+        "zone": spec.zone,
         "env": "prod",
         "appid": appid,
-        "hostname": host,
-        "addrs": [f"grpc://{ip}:9000", f"http://{ip}:8000"],
-        "version": f"v1.14.{i % 10}",
-        "metadata": {"weight": "10"},
+        "hostname": spec.hostname,
+        "addrs": spec.addrs,
+        "version": spec.version,
+        "metadata": spec.metadata,
         "status": status,
         "reg_timestamp": 1_700_000_000_000_000_000,
         "up_timestamp": 1_700_000_000_000_000_000,
@@ -88,7 +93,7 @@ def handler(state: WatchState, on_change: Callable[[str], None]) -> Callable[[An
             env="prod",
             hostname="bench",
             nodes=nodes,
-            transport=Transport(request_timeout=1.0),
+            transport=NodeTransport(request_timeout=1.0),
             state=state,
             backoff=Backoff(),
             poll_hold=30.0,

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from discoverd.client.poller import Poller
-from discoverd.client.transport import Answer, Transport
+from discoverd.client.transport import Answer, NodeTransport
 from discoverd.core.backoff import Backoff
 from discoverd.core.nodes import NodeList
 from discoverd.core.watched_apps import WatchState, decode_info
@@ -44,7 +44,7 @@ class Rig:
             env="e",
             hostname="me",
             nodes=NodeList(["127.0.0.1:1"], "z1", random.Random(1)),
-            transport=Transport(request_timeout=1.0),
+            transport=NodeTransport(request_timeout=1.0),
             state=self.state,
             backoff=Backoff(),
             poll_hold=30.0,

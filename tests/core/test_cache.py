@@ -12,7 +12,7 @@ from discoverd.core.cache import (
     CacheState,
     CacheStatus,
     Jitter,
-    Plan,
+    ReadPlan,
     Retry,
 )
 from discoverd.errors import ConfigError, Unavailable
@@ -30,7 +30,7 @@ def state(ttl: float = 10.0, min_refresh: float = 1.0) -> CacheState:
 
 
 def fetched(s: CacheState, appid: str, hosts: list[str], now: float) -> None:
-    assert s.plan(appid, now) is Plan.FETCH
+    assert s.plan(appid, now) is ReadPlan.FETCH
     s.begin_fetch(appid, now)
     s.fetch_succeeded(appid, [inst(h, appid) for h in hosts], now)
 
@@ -41,12 +41,12 @@ def hosts(s: CacheState, appid: str = "a") -> list[str]:
 
 def test_first_read_fetches_then_joins_while_in_flight() -> None:
     s = state()
-    assert s.plan("a", T0) is Plan.FETCH
+    assert s.plan("a", T0) is ReadPlan.FETCH
     s.begin_fetch("a", T0)
-    assert s.plan("a", T0) is Plan.JOIN
-    assert s.plan("b", T0) is Plan.FETCH  # single flight is per app
+    assert s.plan("a", T0) is ReadPlan.JOIN
+    assert s.plan("b", T0) is ReadPlan.FETCH  # single flight is per app
     s.fetch_succeeded("a", [inst("h1")], T0 + 0.5)
-    assert s.plan("a", T0 + 0.5) is Plan.SERVE
+    assert s.plan("a", T0 + 0.5) is ReadPlan.SERVE
     assert hosts(s) == ["h1"]
 
 
@@ -54,8 +54,8 @@ def test_fresh_until_ttl_counted_from_the_start_of_the_fetch() -> None:
     s = state(ttl=10, min_refresh=0)
     s.begin_fetch("a", T0)
     s.fetch_succeeded("a", [inst()], T0 + 2)
-    assert s.plan("a", T0 + 9.999) is Plan.SERVE
-    assert s.plan("a", T0 + 10) is Plan.FETCH
+    assert s.plan("a", T0 + 9.999) is ReadPlan.SERVE
+    assert s.plan("a", T0 + 10) is ReadPlan.FETCH
     assert s.status("a", T0 + 10) == CacheStatus(appid="a", cached=True, stale=True, fetched_at=T0)
 
 
@@ -69,7 +69,7 @@ def test_failed_refresh_keeps_the_list_and_reports_stale_with_the_error() -> Non
     assert s.status("a", T0 + 10) == CacheStatus(appid="a", cached=True, stale=True, error=err, fetched_at=T0)
     for n in range(1, 5):  # failing again and again never empties it
         now = T0 + 10 + n
-        assert s.plan("a", now) is Plan.FETCH
+        assert s.plan("a", now) is ReadPlan.FETCH
         s.begin_fetch("a", now)
         s.fetch_failed("a", err, now)
         assert hosts(s) == ["h1", "h2"]
@@ -82,8 +82,8 @@ def test_min_refresh_counts_from_the_end_of_the_failed_attempt() -> None:
     s = state(ttl=10, min_refresh=1)
     s.begin_fetch("a", T0)
     s.fetch_failed("a", Unavailable(), T0 + 3)
-    assert s.plan("a", T0 + 3.999) is Plan.SERVE
-    assert s.plan("a", T0 + 4) is Plan.FETCH
+    assert s.plan("a", T0 + 3.999) is ReadPlan.SERVE
+    assert s.plan("a", T0 + 4) is ReadPlan.FETCH
 
 
 def test_first_fetch_failing_leaves_an_uncached_entry_with_the_error() -> None:
@@ -93,14 +93,14 @@ def test_first_fetch_failing_leaves_an_uncached_entry_with_the_error() -> None:
     s.fetch_failed("a", err, T0)
     st_ = s.status("a", T0)
     assert (st_.cached, st_.stale, st_.error) == (False, False, err)
-    assert s.plan("a", T0 + 0.5) is Plan.SERVE  # the shell raises the recorded error
+    assert s.plan("a", T0 + 0.5) is ReadPlan.SERVE  # the shell raises the recorded error
 
 
 def test_aborted_fetch_lets_the_next_read_fetch_at_once() -> None:
     s = state()
     s.begin_fetch("a", T0)
     s.fetch_aborted("a")
-    assert s.plan("a", T0) is Plan.FETCH
+    assert s.plan("a", T0) is ReadPlan.FETCH
     assert s.status("a", T0) == CacheStatus(appid="a")
 
 
@@ -117,7 +117,7 @@ def test_flight_bookkeeping_misuse_raises() -> None:
 def test_empty_answers_are_cached_too() -> None:
     s = state()
     fetched(s, "a", [], T0)
-    assert s.plan("a", T0 + 1) is Plan.SERVE
+    assert s.plan("a", T0 + 1) is ReadPlan.SERVE
     assert s.status("a", T0 + 1).cached
 
 
@@ -132,7 +132,7 @@ def test_events_update_cached_apps_and_ignore_others() -> None:
     assert s.entry("a").instances["h1"].version == "v2"
     assert not s.apply(Event(Action.CREATE, inst("x", appid="never-read")))
     assert "never-read" not in s.entries
-    assert s.plan("a", T0 + 1) is Plan.SERVE  # events do not cost a fetch
+    assert s.plan("a", T0 + 1) is ReadPlan.SERVE  # events do not cost a fetch
 
 
 def test_events_are_ignored_for_an_app_whose_only_fetch_failed() -> None:
@@ -169,10 +169,10 @@ def test_a_new_watch_makes_every_entry_refetch_once() -> None:
     fetched(s, "a", ["h1"], T0)
     fetched(s, "b", ["h1"], T0)
     s.watch_started()
-    assert s.plan("a", T0 + 1) is Plan.FETCH
+    assert s.plan("a", T0 + 1) is ReadPlan.FETCH
     assert s.status("b", T0 + 1).stale
     fetched(s, "a", ["h1"], T0 + 1)
-    assert s.plan("a", T0 + 2) is Plan.SERVE
+    assert s.plan("a", T0 + 2) is ReadPlan.SERVE
 
 
 def test_a_fetch_spanning_a_watch_restart_is_not_fresh() -> None:
@@ -180,15 +180,15 @@ def test_a_fetch_spanning_a_watch_restart_is_not_fresh() -> None:
     s.begin_fetch("a", T0)
     s.watch_started()
     s.fetch_succeeded("a", [inst()], T0)
-    assert s.plan("a", T0 + 1) is Plan.FETCH
+    assert s.plan("a", T0 + 1) is ReadPlan.FETCH
 
 
 def test_a_fetch_is_still_throttled_by_min_refresh_after_a_watch_restart() -> None:
     s = state(ttl=10, min_refresh=5)
     fetched(s, "a", ["h1"], T0)
     s.watch_started()
-    assert s.plan("a", T0 + 1) is Plan.SERVE
-    assert s.plan("a", T0 + 5) is Plan.FETCH
+    assert s.plan("a", T0 + 1) is ReadPlan.SERVE
+    assert s.plan("a", T0 + 5) is ReadPlan.FETCH
 
 
 def test_invalidate_forces_a_refetch_even_within_min_refresh() -> None:
@@ -197,7 +197,7 @@ def test_invalidate_forces_a_refetch_even_within_min_refresh() -> None:
     s.invalidate("a")
     s.invalidate("never-read")  # no entry is created
     assert "never-read" not in s.entries
-    assert s.plan("a", T0 + 0.1) is Plan.FETCH
+    assert s.plan("a", T0 + 0.1) is ReadPlan.FETCH
 
 
 def test_invalidate_during_a_flight_keeps_the_result_unfresh_and_unthrottled() -> None:
@@ -205,7 +205,7 @@ def test_invalidate_during_a_flight_keeps_the_result_unfresh_and_unthrottled() -
     s.begin_fetch("a", T0)
     s.invalidate("a")
     s.fetch_succeeded("a", [inst()], T0 + 0.1)
-    assert s.plan("a", T0 + 0.2) is Plan.FETCH
+    assert s.plan("a", T0 + 0.2) is ReadPlan.FETCH
 
 
 @pytest.mark.parametrize(("ttl", "min_refresh"), [(0, 1), (-1, 1), (float("inf"), 1), (1, -1)])

@@ -11,7 +11,7 @@ from discoverd.core.registry_state import RegistryState
 from discoverd.model import Instance
 from discoverd.server.xds import protos
 from discoverd.server.xds.protos import CLUSTER, ENDPOINTS, LISTENER
-from discoverd.server.xds.streams import Hub, Stream
+from discoverd.server.xds.streams import AdsStream, Hub
 
 
 def request(
@@ -45,7 +45,7 @@ def ins(host: str, zone: str = "z1", env: str = "dev", appid: str = "app") -> In
 class Pump:
     """Runs a stream's ``outgoing`` and collects the decoded responses."""
 
-    def __init__(self, stream: Stream) -> None:
+    def __init__(self, stream: AdsStream) -> None:
         self.stream = stream
         self.got: asyncio.Queue[Any] = asyncio.Queue()
 
@@ -84,7 +84,7 @@ class Env:
 
 
 @contextlib.asynccontextmanager
-async def pumped(env: Env, peer: str = "ipv4:127.0.0.1:1") -> AsyncIterator[tuple[Stream, Pump]]:
+async def pumped(env: Env, peer: str = "ipv4:127.0.0.1:1") -> AsyncIterator[tuple[AdsStream, Pump]]:
     stream = env.hub.open(peer)
     pump = Pump(stream)
     async with asyncio.TaskGroup() as tg:

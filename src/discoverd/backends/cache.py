@@ -26,7 +26,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from discoverd.backends.base import Registry, RegistryClosed, Watcher
-from discoverd.core.cache import Backoff, CachePolicy, CacheState, CacheStatus, Plan, Retry
+from discoverd.core.cache import Backoff, CachePolicy, CacheState, CacheStatus, ReadPlan, Retry
 from discoverd.errors import Unavailable
 from discoverd.model import Event, Instance
 
@@ -114,9 +114,9 @@ class CachedRegistry(Registry):
         while True:
             now = self._clock()
             plan = self._state.plan(appid, now)
-            if plan is Plan.FETCH:
+            if plan is ReadPlan.FETCH:
                 return await self._fetch(appid, now)
-            if plan is Plan.JOIN and not await asyncio.shield(self._flights[appid]):
+            if plan is ReadPlan.JOIN and not await asyncio.shield(self._flights[appid]):
                 continue  # the fetching caller was cancelled: plan again
             return self._serve(appid)
 

@@ -9,7 +9,7 @@ message layout: :mod:`discoverd.backends.redis_state`, ``spec/redis-protocol.md`
   :meth:`RedisClient.has_fields` (``HEXISTS``), :meth:`RedisClient.app_names` (``SCAN … TYPE hash``);
 * :meth:`RedisClient.reap` — the consumer-side reaper's write, one server-side script per field:
   ``EXISTS`` the liveness key, ``HDEL`` the field, ``PUBLISH "<addr> 0"`` only when ``HDEL`` removed it;
-* :class:`Subscriber` — one pub/sub connection: ``SUBSCRIBE``, ``PSUBSCRIBE`` and what arrives on it.
+* :class:`PubSubConnection` — one pub/sub connection: ``SUBSCRIBE``, ``PSUBSCRIBE`` and what arrives on it.
 
 The client never retries nor reconnects by itself (that is the caller's policy), commands time out after
 the ``timeout`` given at construction, and every failure raises one of :data:`REDIS_ERRORS`.
@@ -76,7 +76,7 @@ class Message:
     data: bytes | int
 
 
-class Subscriber:
+class PubSubConnection:
     """One pub/sub connection (from :meth:`RedisClient.subscriber`); unusable after a failure or
     :meth:`aclose` — make a new one. A (P)SUBSCRIBE returns once sent; its confirmation arrives later
     as a :class:`Message` from :meth:`next_message`."""
@@ -122,9 +122,9 @@ class RedisClient:
             retry=Retry(NoBackoff(), 0),
         )
 
-    def subscriber(self) -> Subscriber:
+    def subscriber(self) -> PubSubConnection:
         """A new pub/sub connection (not connected yet)."""
-        return Subscriber(self._redis.pubsub())
+        return PubSubConnection(self._redis.pubsub())
 
     async def write_nodes(self, writes: Sequence[NodeWrite], *, refresh: Sequence[Field] = ()) -> None:
         """In one ``MULTI`` (so ``HSET`` and ``SETEX`` are never seen apart): ``SETEX <app>_<addr> 10 1``
@@ -219,5 +219,5 @@ __all__ = [
     "NodeWrite",
     "Reaped",
     "RedisClient",
-    "Subscriber",
+    "PubSubConnection",
 ]

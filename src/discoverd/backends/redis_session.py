@@ -31,7 +31,7 @@ import contextlib
 import logging
 from typing import Final
 
-from discoverd.backends.redis_client import REDIS_ERRORS, Field, NodeWrite, RedisClient, Subscriber
+from discoverd.backends.redis_client import REDIS_ERRORS, Field, NodeWrite, PubSubConnection, RedisClient
 from discoverd.backends.redis_shared import WAKE, RedisState, SharedState
 from discoverd.backends.redis_state import app_of_channel, channel, parse_message
 from discoverd.core.backoff import Retry
@@ -90,7 +90,7 @@ class Session:
     def __init__(self, client: RedisClient, shared: SharedState) -> None:
         self.client = client
         self.shared = shared
-        self.subscriber: Subscriber = client.subscriber()
+        self.subscriber: PubSubConnection = client.subscriber()
         self.waiters: dict[bytes, asyncio.Future[None]] = {}  # channel/pattern -> its confirmation
         self.subscribed: set[str] = set()  # apps subscribed on this connection
         self.all = False  # CH_* subscribed on this connection

@@ -2,7 +2,7 @@
 
 :class:`HttpClient` is a pooled HTTP session (requests and WebSockets) that the load-balancing caller
 (:mod:`discoverd.calling.caller`) uses to reach instances, and the client SDK's
-:class:`~discoverd.client.transport.Transport` uses to reach registry nodes. No aiohttp exception
+:class:`~discoverd.client.transport.NodeTransport` uses to reach registry nodes. No aiohttp exception
 escapes it: connection errors, TLS failures and timeouts become :class:`~discoverd.errors.Unavailable`
 whose text is ``"<ExceptionType>: <detail>"``. :func:`tls_context` builds the verifying client contexts.
 """

@@ -33,7 +33,7 @@ from discoverd.calling.caller import AsyncCaller
 from discoverd.client.config import ClientConfig
 from discoverd.client.poller import Poller
 from discoverd.client.registration import AsyncRegistration, RegState
-from discoverd.client.transport import Answer, Params, Transport
+from discoverd.client.transport import Answer, NodeTransport, Params
 from discoverd.core.backoff import Backoff
 from discoverd.core.nodes import NodeList
 from discoverd.core.watched_apps import WatchState, decode_info
@@ -89,7 +89,7 @@ class AsyncClient:
         self._backoff_policy = Backoff(
             base=self.config.backoff_base, cap=self.config.backoff_cap, rng=self._rng.random
         )
-        self._transport = Transport.for_config(self.config)
+        self._transport = NodeTransport.for_config(self.config)
         self._state = WatchState()
         self._state.add(INFRA_APPID)
         self._signals: dict[str, asyncio.Event] = {}

@@ -16,7 +16,7 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from discoverd.client.transport import Answer, Transport
+from discoverd.client.transport import Answer, NodeTransport
 from discoverd.core.backoff import Backoff
 from discoverd.core.nodes import NodeList
 from discoverd.core.watched_apps import WatchState
@@ -40,7 +40,7 @@ class Poller:
         env: str,
         hostname: str,
         nodes: NodeList,
-        transport: Transport,
+        transport: NodeTransport,
         state: WatchState,
         backoff: Backoff,
         poll_hold: float,

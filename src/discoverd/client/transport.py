@@ -1,6 +1,6 @@
 """Requests to the registry nodes of the client SDK.
 
-:class:`Transport` sends requests to the registry nodes, with the protocol's ``{code, message, data}``
+:class:`NodeTransport` sends requests to the registry nodes, with the protocol's ``{code, message, data}``
 envelopes decoded into an :class:`Answer`. With a token, every request carries ``Authorization: Bearer``;
 with ``https`` the nodes are reached over HTTPS, verified with a custom CA bundle or the system's.
 
@@ -39,7 +39,7 @@ class Answer:
         return f"Answer(code={self.code}, message={self.message!r})"
 
 
-class Transport:
+class NodeTransport:
     """Requests to the registry nodes of one client, over one pool. Task-safe; ``aclose()`` is idempotent.
 
     ``token`` is sent as ``Authorization: Bearer`` on every request; ``https`` selects the scheme and
@@ -66,7 +66,7 @@ class Transport:
         self._http = HttpClient(headers=headers, tls=tls, keepalive=40.0)
 
     @classmethod
-    def for_config(cls, config: ClientConfig) -> Transport:
+    def for_config(cls, config: ClientConfig) -> NodeTransport:
         """The transport a client with ``config`` uses (timeout, token, https, CA)."""
         return cls(
             request_timeout=config.request_timeout,
@@ -76,7 +76,7 @@ class Transport:
         )
 
     def __repr__(self) -> str:
-        return f"<Transport {self.scheme} token={'set' if self._has_token else 'none'}>"
+        return f"<NodeTransport {self.scheme} token={'set' if self._has_token else 'none'}>"
 
     async def call(
         self,
@@ -130,7 +130,7 @@ __all__ = [
     "HttpReply",
     "Params",
     "TlsSetting",
-    "Transport",
+    "NodeTransport",
     "WebSocket",
     "tls_context",
 ]

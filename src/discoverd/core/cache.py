@@ -1,7 +1,7 @@
 """The rules of the registry cache (go-micro ``registry/cache``), with the clock passed in.
 
 :class:`CacheState` holds one :class:`Entry` per appid and decides, for a read at time ``now``, what the
-async shell (:class:`discoverd.backends.cache.CachedRegistry`) must do — a :class:`Plan`:
+async shell (:class:`discoverd.backends.cache.CachedRegistry`) must do — a :class:`ReadPlan`:
 
 * ``SERVE`` — answer from the entry: it is fresh, or the per-app minimum refresh interval has not elapsed
   since the last attempt (a failing backend is not hammered; the last good list is served, stale);
@@ -35,7 +35,7 @@ from discoverd.errors import ConfigError
 from discoverd.model import Action, Event, Instance
 
 
-class Plan(enum.Enum):
+class ReadPlan(enum.Enum):
     """What a read must do next (see the module docstring)."""
 
     SERVE = "serve"
@@ -142,14 +142,14 @@ class CacheState:
         """The minimum refresh interval has elapsed since the last attempt ended (or there was none)."""
         return e.attempted_at is None or now >= e.attempted_at + self.policy.min_refresh
 
-    def plan(self, appid: str, now: float) -> Plan:
+    def plan(self, appid: str, now: float) -> ReadPlan:
         """What a read of ``appid`` at ``now`` must do; creates the entry. Does not start a fetch."""
         e = self.entry(appid)
         if e.inflight:
-            return Plan.JOIN
+            return ReadPlan.JOIN
         if self.is_fresh(e, now) or not self.may_refresh(e, now):
-            return Plan.SERVE
-        return Plan.FETCH
+            return ReadPlan.SERVE
+        return ReadPlan.FETCH
 
     def begin_fetch(self, appid: str, now: float) -> None:
         """Mark a fetch of ``appid`` in flight (after :meth:`plan` said ``FETCH``)."""
@@ -241,4 +241,4 @@ def _apply(instances: dict[str, Instance], event: Event) -> None:
         instances[event.instance.hostname] = event.instance
 
 
-__all__ = ["Backoff", "CachePolicy", "CacheState", "CacheStatus", "Entry", "Jitter", "Plan", "Retry"]
+__all__ = ["Backoff", "CachePolicy", "CacheState", "CacheStatus", "Entry", "Jitter", "ReadPlan", "Retry"]

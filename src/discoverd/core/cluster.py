@@ -100,7 +100,7 @@ class CappedOrder:
         return True
 
 
-class Admission(NamedTuple):
+class PeerSetChange(NamedTuple):
     """What one registry change did to the peer set."""
 
     changed: bool
@@ -113,7 +113,7 @@ class Admission(NamedTuple):
     """``zone/host:port`` (or ``zone/hostname`` when untrusted) of one of them, for the log."""
 
 
-NOTHING = Admission(False)
+NOTHING = PeerSetChange(False)
 
 
 class PeerAdmission:
@@ -160,7 +160,7 @@ class PeerAdmission:
 
     # -- registry changes ------------------------------------------------------------------------
 
-    def apply(self, event: Event) -> Admission:
+    def apply(self, event: Event) -> PeerSetChange:
         """Follow a registration, cancel or eviction (any other event: nothing)."""
         if type(event) is Registered:
             ins = event.instance
@@ -172,10 +172,10 @@ class PeerAdmission:
             changed = False
             for ins in event.instances:
                 changed = self.removed(ins).changed or changed
-            return Admission(changed)
+            return PeerSetChange(changed)
         return NOTHING
 
-    def registered(self, ins: Instance, source: Source) -> Admission:
+    def registered(self, ins: Instance, source: Source) -> PeerSetChange:
         """``ins`` is the stored ``infra.discovery`` copy after a registration from ``source``."""
         key = (ins.zone, ins.hostname)
         entry = self._entries.get(key)
@@ -185,15 +185,15 @@ class PeerAdmission:
             return self._offer(key, ins, peer_addrs(ins))
         self.untrusted += 1
         changed = self._offer(key, ins, ()).changed
-        return Admission(changed, 0, True, f"{ins.zone}/{ins.hostname}")
+        return PeerSetChange(changed, 0, True, f"{ins.zone}/{ins.hostname}")
 
-    def removed(self, ins: Instance) -> Admission:
+    def removed(self, ins: Instance) -> PeerSetChange:
         """An instance left the registry (cancel or eviction)."""
         if ins.appid != INFRA_APPID or ins.env != self.env:
             return NOTHING
         return self._offer((ins.zone, ins.hostname), None, ())
 
-    def loaded(self, instances: Iterable[Instance], source: Source) -> Admission:
+    def loaded(self, instances: Iterable[Instance], source: Source) -> PeerSetChange:
         """After a bulk load (start-up sync, snapshot): ``instances`` is the env's whole
         ``infra.discovery`` app; each copy not seen yet counts as a registration from ``source``."""
         changed, ignored, example = False, 0, ""
@@ -202,7 +202,7 @@ class PeerAdmission:
             changed = changed or done.changed
             ignored += done.ignored
             example = example or done.example
-        return Admission(changed, ignored, False, example)
+        return PeerSetChange(changed, ignored, False, example)
 
     # -- the admitted set ------------------------------------------------------------------------
 
@@ -224,7 +224,7 @@ class PeerAdmission:
 
     # -- bookkeeping -------------------------------------------------------------------------------
 
-    def _offer(self, key: tuple[str, str], ins: Instance | None, addrs: Iterable[str]) -> Admission:
+    def _offer(self, key: tuple[str, str], ins: Instance | None, addrs: Iterable[str]) -> PeerSetChange:
         """Make ``addrs`` the addresses instance ``key`` offers (``ins``: its stored copy, ``None``
         when it left). Old addresses go first, then new ones queue; a zone that keeps a candidate
         throughout keeps its place."""
@@ -248,7 +248,7 @@ class PeerAdmission:
         if old and not self._registered[zone]:
             self._forget_zone(zone)
         self.ignored += ignored
-        return Admission(changed, ignored, False, example)
+        return PeerSetChange(changed, ignored, False, example)
 
     def _ref(self, zone: str, addr: str) -> bool | None:
         """Count one more offer of ``addr``: True admitted, False beyond a cap, None already known."""

@@ -26,7 +26,7 @@ WILDCARDS = frozenset({"", "0.0.0.0", "::", "[::]"})
 
 
 @dataclass(frozen=True, kw_only=True)
-class Plan:
+class IntegrationPlan:
     """The client to start and the instance to register (``register`` False: discovery only)."""
 
     appid: str
@@ -59,10 +59,10 @@ class Plan:
             "version": self.version,
         }
 
-    def with_addrs(self, addrs: Iterable[str]) -> Plan:
+    def with_addrs(self, addrs: Iterable[str]) -> IntegrationPlan:
         return replace(self, addrs=tuple(addrs))
 
-    def with_register(self, register: bool) -> Plan:
+    def with_register(self, register: bool) -> IntegrationPlan:
         return replace(self, register=register)
 
 
@@ -79,7 +79,7 @@ def plan(
     metadata: dict[str, str] | None,
     version: str,
     config: ClientConfig | None,
-) -> Plan:
+) -> IntegrationPlan:
     """Resolve the defaults: ``appid`` from ``$APP_ID``; ``register=None`` means "register unless a
     gunicorn master already registered this server" (:data:`MASTER_REGISTERED`)."""
     appid = appid or os.environ.get("APP_ID", "")
@@ -87,7 +87,7 @@ def plan(
         register = not master_registered()
     if register and not appid:
         raise ConfigError("registering needs an appid (appid=... or APP_ID)")
-    return Plan(
+    return IntegrationPlan(
         appid=appid,
         addrs=tuple(addrs or ()),
         register=register,
@@ -107,12 +107,12 @@ def master_registered() -> bool:
     return bool(os.environ.get(MASTER_REGISTERED))
 
 
-def require_addrs(p: Plan) -> None:
+def require_addrs(p: IntegrationPlan) -> None:
     if p.register and not p.addrs:
         raise ConfigError(f"registering {p.appid} needs its addresses (addrs=['http://host:port'])")
 
 
-async def start_async(p: Plan) -> AsyncClient:
+async def start_async(p: IntegrationPlan) -> AsyncClient:
     """A started :class:`AsyncClient`, with ``p``'s instance registered when ``p.register`` and it
     has addresses; the client is closed again when either step fails."""
     client = AsyncClient(**p.client_args())
@@ -126,7 +126,7 @@ async def start_async(p: Plan) -> AsyncClient:
     return client
 
 
-def start_sync(p: Plan) -> tuple[Client, Registration | None]:
+def start_sync(p: IntegrationPlan) -> tuple[Client, Registration | None]:
     """The synchronous twin of :func:`start_async`, with the registration if one was made."""
     client = Client(**p.client_args())
     try:

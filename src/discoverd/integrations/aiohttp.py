@@ -30,7 +30,7 @@ from discoverd.integrations import _common
 DISCOVERD = web.AppKey("discoverd", AsyncClient)
 """Where the running client is stored: ``app[DISCOVERD]``, from start-up to cleanup."""
 
-_PLAN = web.AppKey("discoverd.plan", _common.Plan)
+_PLAN = web.AppKey("discoverd.plan", _common.IntegrationPlan)
 
 
 def setup(

@@ -60,7 +60,7 @@ class _Process:
 
     def __init__(self) -> None:
         self.lock = threading.RLock()
-        self.plan: _common.Plan | None = None
+        self.plan: _common.IntegrationPlan | None = None
         self.pid = 0
         self.client: Client | None = None
         self.registration: Registration | None = None

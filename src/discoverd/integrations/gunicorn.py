@@ -89,7 +89,7 @@ atexit.register(_MASTER.close)  # a master stopped without on_exit (e.g. an exce
 
 
 class _Hooks:
-    def __init__(self, plan: _common.Plan) -> None:
+    def __init__(self, plan: _common.IntegrationPlan) -> None:
         self.plan = plan
 
     def when_ready(self, server: Any) -> None:

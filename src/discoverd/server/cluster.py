@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from typing import ClassVar
 
 from discoverd.config import ServerConfig
-from discoverd.core.cluster import Admission, PeerAdmission, peers_changed
+from discoverd.core.cluster import PeerAdmission, PeerSetChange, peers_changed
 from discoverd.core.events import CONTENT, Event, Loaded, PeerSet, Source
 from discoverd.core.registry_state import RegistryState
 from discoverd.core.throttle import Report, Throttle
@@ -102,7 +102,7 @@ class Membership:
         app = self.registry.app(*self.infra)
         return iter(()) if app is None else app.instances()
 
-    def _note(self, done: Admission) -> None:
+    def _note(self, done: PeerSetChange) -> None:
         kind = "untrusted" if done.untrusted else "capped"
         report = self._throttle.hit(kind, self.clock(), done.example)
         if report is not None:

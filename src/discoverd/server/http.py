@@ -358,7 +358,7 @@ class HttpServer:
 
     ``handler`` answers each request (:data:`Handler`); ``on_abort(request)`` is called when a
     deferred request's client disconnects. A connection beyond the admission limits
-    (:class:`~discoverd.server.http_limits.Admission`) is closed as soon as it is accepted, before
+    (:class:`~discoverd.server.http_limits.ConnectionAdmission`) is closed as soon as it is accepted, before
     any byte is read, and counted in :attr:`refused`. ``table.reap()`` must be called every
     ``limits.period`` seconds (the node's loop does): it closes the connections past a deadline.
     """

@@ -8,8 +8,8 @@
   is met to within two periods, and never enforced early.
 * **Flow control**: a connection's transport pauses the protocol when its unsent answers pass
   :data:`HIGH_WATER`; reading pauses with it, and past ``send_timeout`` the connection is aborted.
-* **Admission** (:class:`Admission`): a global cap on open connections, and, only under pressure
-  (open connections at ``pressure`` × the cap), a cap per client address.
+* **Admission** (:class:`ConnectionAdmission`): a global cap on open connections, and, only under
+  pressure (open connections at ``pressure`` × the cap), a cap per client address.
 * **File descriptors** (:func:`raise_fd_limit`, :func:`connections_for`): the soft limit is raised to
   the hard one at start, and the connection cap leaves a reserve below it.
 * **Occasional logs** (:class:`Occasional`): accept errors and refusals, at most one line per period.
@@ -129,7 +129,7 @@ class HttpLimits:
         )
 
 
-class Admission:
+class ConnectionAdmission:
     """Counts the open connections, in total and per client address, and admits new ones.
 
     :meth:`admit` refuses a connection when ``max_connections`` are open, or when at least
@@ -161,7 +161,7 @@ class Admission:
         """Connections refused under pressure because their address held ``max_per_host``."""
 
     def __repr__(self) -> str:
-        return f"<Admission {self.open}/{self.max_connections} open, {self.refused} refused>"
+        return f"<ConnectionAdmission {self.open}/{self.max_connections} open, {self.refused} refused>"
 
     @property
     def refused(self) -> int:
@@ -269,7 +269,9 @@ class ConnectionTable(Generic[C]):
         self.now = loop.time()
         """``loop.time()`` at the last :meth:`reap`: the clock connections time their phases on."""
         self.connections: set[C] = set()
-        self.admission = Admission(limits.max_connections, limits.max_conns_per_host, limits.pressure)
+        self.admission = ConnectionAdmission(
+            limits.max_connections, limits.max_conns_per_host, limits.pressure
+        )
         self.expired = dict.fromkeys((*PHASE_NAMES, "send"), 0)
         """Connections the reaper closed, by the deadline they missed."""
         self.refusals = Occasional(logger, "connections refused at accept")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 from typing import Protocol
 
-from discoverd.backends.gossip.transport import Addr, Transport
+from discoverd.backends.gossip.transport import Addr, GossipTransport
 from discoverd.core.gossip.config import GossipConfig
 from discoverd.core.gossip.keyring import Keyring
 from discoverd.core.gossip.members import Effects, Member, MemberTable
@@ -47,7 +47,7 @@ class NodeHost(Protocol):
         """The member table: the membership rules and their state."""
 
     @property
-    def transport(self) -> Transport:
+    def transport(self) -> GossipTransport:
         """The node's transport (started by the node; the parts only send and dial)."""
 
     @property

@@ -39,7 +39,7 @@ from discoverd.backends.gossip.delegate import Delegate
 from discoverd.backends.gossip.probe import Prober
 from discoverd.backends.gossip.sender import PacketSender
 from discoverd.backends.gossip.streams import StreamExchange
-from discoverd.backends.gossip.transport import Addr, NetTransport, Transport
+from discoverd.backends.gossip.transport import Addr, GossipTransport, NetTransport
 from discoverd.config import split_hostport
 from discoverd.core.gossip.broadcast import TransmitLimitedQueue
 from discoverd.core.gossip.config import GossipConfig
@@ -68,7 +68,7 @@ class MemberlistNode:
     """One memberlist node (see the module docstring)."""
 
     def __init__(
-        self, config: GossipConfig, delegate: Delegate | None = None, transport: Transport | None = None
+        self, config: GossipConfig, delegate: Delegate | None = None, transport: GossipTransport | None = None
     ) -> None:
         self.config = config
         self.name = config.name or f"{socket.gethostname()}-{uuid.uuid4().hex[:12]}"

@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable
 
 from discoverd.backends.gossip.delegate import Delegate
 from discoverd.backends.gossip.host import NodeHost
-from discoverd.backends.gossip.transport import Addr, Stream
+from discoverd.backends.gossip.transport import Addr, GossipStream
 from discoverd.core.gossip.framing import (
     PushPull,
     StreamMessage,
@@ -43,7 +43,7 @@ MAX_PUSH_PULL = 128
 
 
 async def read_message(
-    stream: Stream,
+    stream: GossipStream,
     *,
     keyring: Keyring | None,
     verify_incoming: bool,
@@ -78,7 +78,7 @@ async def read_message(
 
 
 async def write_message(
-    stream: Stream,
+    stream: GossipStream,
     msg: bytes,
     *,
     compress: bool,
@@ -101,7 +101,7 @@ async def write_message(
     await stream.drain()
 
 
-async def write_error(stream: Stream, error: str) -> None:
+async def write_error(stream: GossipStream, error: str) -> None:
     """Answer an ``errMsg`` (never compressed or encrypted: the peer may not share our settings). It is an
     answer, so it never carries a label header (memberlist's responder writes none)."""
     stream.write(encode(ErrResp(error=error)))
@@ -124,7 +124,7 @@ class StreamExchange:
         self.bad_streams = 0
         self.push_pulls = 0
 
-    async def write(self, stream: Stream, msg: bytes, *, initiator: bool) -> None:
+    async def write(self, stream: GossipStream, msg: bytes, *, initiator: bool) -> None:
         """Write ``msg``: ``initiator`` = we dialled and this message opens the stream (it gets the label
         header); otherwise it answers a stream we accepted (label only in the AAD)."""
         c = self.host.config
@@ -140,7 +140,7 @@ class StreamExchange:
             with_label_header=initiator,
         )
 
-    async def read(self, stream: Stream, *, initiator: bool) -> object:
+    async def read(self, stream: GossipStream, *, initiator: bool) -> object:
         """Read one message: ``initiator`` = the answer on a stream we dialled (no label header), otherwise
         the message opening a stream we accepted (its label header is checked)."""
         c = self.host.config
@@ -154,7 +154,7 @@ class StreamExchange:
             skip_inbound_label_check=c.skip_inbound_label_check,
         )
 
-    async def on_stream(self, stream: Stream) -> None:
+    async def on_stream(self, stream: GossipStream) -> None:
         """Serve one stream a peer opened (the transport's stream handler). Never raises: a malformed stream
         is answered with an ``errMsg`` (or, with a foreign label, dropped) and counted."""
         if self.host.closed:
@@ -179,7 +179,7 @@ class StreamExchange:
         except Exception:
             log.exception("%s: serving a stream from %s failed", self.host.name, stream.peer)
 
-    async def serve(self, stream: Stream, msg: object) -> None:
+    async def serve(self, stream: GossipStream, msg: object) -> None:
         """Answer ``msg``, the message that opened ``stream``: push/pull, ping or user message."""
         if isinstance(msg, PushPull):
             if self.active >= MAX_PUSH_PULL:

@@ -1,9 +1,10 @@
 """Transports for the memberlist node: real UDP + TCP on one port, and an in-memory network for tests.
 
-A transport delivers packets (UDP datagrams) to ``on_packet(data, (host, port))`` and incoming streams (TCP
-connections) to ``on_stream(stream)``; it sends packets with :meth:`Transport.send_packet` and opens streams
-with :meth:`Transport.dial`. memberlist uses the same port number for UDP and TCP, so the real transport binds
-both on one port (OS-assigned when the port is 0, retried until both binds succeed).
+A transport delivers packets (UDP datagrams) to ``on_packet(data, (host, port))`` and incoming streams
+(TCP connections) to ``on_stream(stream)``; it sends packets with :meth:`GossipTransport.send_packet`
+and opens streams with :meth:`GossipTransport.dial`. memberlist uses the same port number for UDP and
+TCP, so the real transport binds both on one port (OS-assigned when the port is 0, retried until both
+binds succeed).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ UDP_READ_SIZE: Final = 65536
 _BIND_ATTEMPTS: Final = 10
 
 
-class Stream:
+class GossipStream:
     """One stream connection (a TCP connection, or its in-memory twin)."""
 
     def __init__(
@@ -41,7 +42,7 @@ class Stream:
         self.peer = peer
 
     def __repr__(self) -> str:
-        return f"<Stream peer={self.peer[0]}:{self.peer[1]}>"
+        return f"<GossipStream peer={self.peer[0]}:{self.peer[1]}>"
 
     async def read(self, n: int = 65536) -> bytes:
         """Up to ``n`` bytes; ``b""`` at end of stream."""
@@ -59,10 +60,10 @@ class Stream:
         self._close()
 
 
-StreamHandler = Callable[[Stream], Awaitable[None]]
+StreamHandler = Callable[[GossipStream], Awaitable[None]]
 
 
-class Transport(abc.ABC):
+class GossipTransport(abc.ABC):
     """Where a node's packets and streams come from and go to."""
 
     @abc.abstractmethod
@@ -74,7 +75,7 @@ class Transport(abc.ABC):
         """Send one datagram (best effort; errors are swallowed like UDP loss)."""
 
     @abc.abstractmethod
-    async def dial(self, addr: Addr, timeout: float) -> Stream:
+    async def dial(self, addr: Addr, timeout: float) -> GossipStream:
         """Open a stream to ``addr``; raises :class:`OSError` or :class:`TimeoutError`."""
 
     @abc.abstractmethod
@@ -95,7 +96,7 @@ class _Datagram(asyncio.DatagramProtocol):
         pass
 
 
-class NetTransport(Transport):
+class NetTransport(GossipTransport):
     """UDP and TCP on the same ``host:port`` (port 0 = one free port for both)."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
@@ -150,13 +151,13 @@ class NetTransport(Transport):
             with contextlib.suppress(OSError):
                 self._udp.sendto(data, addr)
 
-    async def dial(self, addr: Addr, timeout: float) -> Stream:
+    async def dial(self, addr: Addr, timeout: float) -> GossipStream:
         reader, writer = await asyncio.wait_for(asyncio.open_connection(addr[0], addr[1]), timeout)
         return self._wrap(reader, writer, addr)
 
     @staticmethod
-    def _wrap(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: Addr) -> Stream:
-        return Stream(reader, writer.write, writer.close, peer, writer.drain)
+    def _wrap(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: Addr) -> GossipStream:
+        return GossipStream(reader, writer.write, writer.close, peer, writer.drain)
 
     async def close(self) -> None:
         if self._udp is not None:
@@ -208,7 +209,7 @@ class MemoryNetwork:
         return (src, dst) not in pairs and src not in self.isolated and dst not in self.isolated
 
 
-class MemoryTransport(Transport):
+class MemoryTransport(GossipTransport):
     """One endpoint of a :class:`MemoryNetwork`."""
 
     def __init__(self, net: MemoryNetwork, addr: Addr) -> None:
@@ -233,7 +234,7 @@ class MemoryTransport(Transport):
         self.net.packets += 1
         asyncio.get_running_loop().call_soon(dst.on_packet, bytes(data), self.addr)
 
-    async def dial(self, addr: Addr, timeout: float) -> Stream:
+    async def dial(self, addr: Addr, timeout: float) -> GossipStream:
         dst = self.net.endpoints.get(addr)
         if dst is None or dst.on_stream is None or not self.net.reachable(self.addr, addr, stream=True):
             raise ConnectionRefusedError(f"{addr[0]}:{addr[1]} unreachable")
@@ -254,13 +255,13 @@ class MemoryTransport(Transport):
 
             return write
 
-        server_side = Stream(theirs, writer(mine), close, self.addr)
+        server_side = GossipStream(theirs, writer(mine), close, self.addr)
         task = asyncio.get_running_loop().create_task(dst.serve(server_side))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        return Stream(mine, writer(theirs), close, addr)
+        return GossipStream(mine, writer(theirs), close, addr)
 
-    async def serve(self, stream: Stream) -> None:
+    async def serve(self, stream: GossipStream) -> None:
         """Hand ``stream``, dialled to this endpoint by another, to our stream handler; closes it when the
         handler returns. Called by the dialling endpoint (it runs in that endpoint's task set)."""
         assert self.on_stream is not None

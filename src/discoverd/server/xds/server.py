@@ -37,7 +37,7 @@ from discoverd.errors import ConfigError, MissingExtra
 from discoverd.server import auth, tls
 from discoverd.server.xds.protos import ADS_METHOD, DiscoveryRequest
 from discoverd.server.xds.stats import XdsClient, XdsStats
-from discoverd.server.xds.streams import Hub, Stream
+from discoverd.server.xds.streams import AdsStream, Hub
 
 try:
     import grpc
@@ -179,7 +179,7 @@ class XdsServer:
         return False
 
 
-async def _read(requests: AsyncIterator[Any], stream: Stream) -> None:
+async def _read(requests: AsyncIterator[Any], stream: AdsStream) -> None:
     """Feed the client's requests to ``stream``; the client's half-close ends the stream."""
     async for request in requests:
         stream.receive(request)

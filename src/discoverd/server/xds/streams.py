@@ -1,7 +1,7 @@
 """ADS streams (state of the world): one client's subscriptions, and the hub that pushes changes.
 
-A :class:`Stream` is one ``StreamAggregatedResources`` call, independent of gRPC: the server feeds it
-the client's requests (:meth:`Stream.receive`) and writes what :meth:`Stream.outgoing` yields
+A :class:`AdsStream` is one ``StreamAggregatedResources`` call, independent of gRPC: the server feeds it
+the client's requests (:meth:`AdsStream.receive`) and writes what :meth:`AdsStream.outgoing` yields
 (serialized ``DiscoveryResponse`` bytes). Per stream:
 
 * **node identity** (``node.id``, ``node.metadata.env``, ``node.locality``) is read from the first
@@ -66,7 +66,7 @@ class _Watch:
         """The subscription changed: respond even if the content did not."""
 
 
-class Stream:
+class AdsStream:
     """The state of one ADS stream; see the module doc. Created by :meth:`Hub.open`."""
 
     __slots__ = (
@@ -101,7 +101,7 @@ class Stream:
         self._nonce = 0
 
     def __repr__(self) -> str:
-        return f"<Stream {self.node_id or '?'} {self.peer} env={self.env} zone={self.zone}>"
+        return f"<AdsStream {self.node_id or '?'} {self.peer} env={self.env} zone={self.zone}>"
 
     def watching(self) -> dict[str, tuple[str, ...]]:
         """Subscribed names by type (short names of ``stats.KINDS``)."""
@@ -219,15 +219,15 @@ class Hub:
     """Every open stream, indexed by the apps they watch; told of registry changes.
 
     ``default_env`` is the env of a client whose node metadata names none; ``clock`` gives
-    nanoseconds since the epoch (for :attr:`Stream.since`). Counters are per type (``stats.KINDS``).
+    nanoseconds since the epoch (for :attr:`AdsStream.since`). Counters are per type (``stats.KINDS``).
     """
 
     def __init__(self, registry: RegistryState, *, default_env: str, clock: Callable[[], int]) -> None:
         self.resources = Resources(registry)
         self._default_env = default_env
         self._clock = clock
-        self._streams: set[Stream] = set()
-        self._index: dict[AppKey, set[Stream]] = {}
+        self._streams: set[AdsStream] = set()
+        self._index: dict[AppKey, set[AdsStream]] = {}
         self.opened = 0
         self.refused = 0
         self.pushes = dict.fromkeys(KINDS, 0)
@@ -237,15 +237,15 @@ class Hub:
     def __repr__(self) -> str:
         return f"<Hub streams={len(self._streams)} apps={len(self._index)}>"
 
-    def open(self, peer: str) -> Stream:
+    def open(self, peer: str) -> AdsStream:
         """A new stream (close it with :meth:`close`)."""
-        stream = Stream(self, peer, self._clock() / 1e9, self._default_env)
+        stream = AdsStream(self, peer, self._clock() / 1e9, self._default_env)
         self._streams.add(stream)
         self.opened += 1
         return stream
 
-    def close(self, stream: Stream) -> None:
-        """Forget ``stream`` and end its :meth:`Stream.outgoing`; idempotent."""
+    def close(self, stream: AdsStream) -> None:
+        """Forget ``stream`` and end its :meth:`AdsStream.outgoing`; idempotent."""
         stream.close()
         self._streams.discard(stream)
         self.reindex(stream, stream.apps(), set())
@@ -254,7 +254,7 @@ class Hub:
         for stream in list(self._streams):
             self.close(stream)
 
-    def reindex(self, stream: Stream, before: set[AppKey], after: set[AppKey]) -> None:
+    def reindex(self, stream: AdsStream, before: set[AppKey], after: set[AppKey]) -> None:
         """Move ``stream`` in the app index from the keys ``before`` to the keys ``after``."""
         for key in before - after:
             watchers = self._index.get(key)
