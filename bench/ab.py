@@ -29,16 +29,23 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import run as harness
+if not __package__:  # run as a file: make the bench package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import run
+from bench.fetch import bench_fetch
+from bench.harness import log
+from bench.polls import bench_polls
+from bench.renew import bench_renew
 
 BENCHES: dict[
     str, tuple[Callable[[argparse.Namespace], dict[str, Any]], Callable[[dict[str, Any]], float], str]
 ] = {
-    "renew": (harness.bench_renew, lambda r: float(r["rps"]), "req/s"),
-    "fetch": (harness.bench_fetch, lambda r: float(r["rps"]), "req/s"),
-    "polls_kb": (harness.bench_polls, lambda r: float(r["runs"][0]["kb_per_poll"]), "KB per held poll"),
+    "renew": (bench_renew, lambda r: float(r["rps"]), "req/s"),
+    "fetch": (bench_fetch, lambda r: float(r["rps"]), "req/s"),
+    "polls_kb": (bench_polls, lambda r: float(r["runs"][0]["kb_per_poll"]), "KB per held poll"),
     "polls_ms": (
-        harness.bench_polls,
+        bench_polls,
         lambda r: float(r["runs"][0]["all_answered_ms"]),
         "ms until all answered",
     ),
@@ -46,7 +53,9 @@ BENCHES: dict[
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
-    p = harness.parser()
+    """``bench/run.py``'s command line plus the trees, rounds and per-side server flags; the raw poll
+    client only, no baseline runs."""
+    p = run.parser()
     p.description = __doc__.splitlines()[0] if __doc__ else None
     p.add_argument("--a-src", type=Path, required=True, help="the src directory of tree A")
     p.add_argument("--b-src", type=Path, default=Path(__file__).resolve().parent.parent / "src")
@@ -75,21 +84,22 @@ def with_tree(
                 os.environ[k] = v
 
 
-def main(argv: list[str] | None = None) -> int:
-    a = parse(argv)
-    wanted = list(a.bench or ["renew", "fetch", "polls"])
-    results: dict[str, dict[str, list[float]]] = {}
-    for name in wanted:
-        keys = ["polls_kb", "polls_ms"] if name == "polls" else [name]
-        fn = BENCHES[keys[0]][0]
-        for key in keys:
-            results[key] = {"A": [], "B": []}
-        for round_no in range(a.rounds):
-            for side, src, args in (("A", a.a_src, a.a_args), ("B", a.b_src, a.b_args)):
-                harness.log(f"ab: {name} round {round_no + 1}/{a.rounds}, tree {side} ({src}) {args}")
-                r = with_tree(src, args, fn, a)
-                for key in keys:
-                    results[key][side].append(BENCHES[key][1](r))
+def alternate(name: str, a: argparse.Namespace, results: dict[str, dict[str, list[float]]]) -> None:
+    """``--rounds`` runs of benchmark ``name`` on tree A, then B; its figures appended to ``results``."""
+    keys = ["polls_kb", "polls_ms"] if name == "polls" else [name]
+    fn = BENCHES[keys[0]][0]
+    for key in keys:
+        results[key] = {"A": [], "B": []}
+    for round_no in range(a.rounds):
+        for side, src, args in (("A", a.a_src, a.a_args), ("B", a.b_src, a.b_args)):
+            log(f"ab: {name} round {round_no + 1}/{a.rounds}, tree {side} ({src}) {args}")
+            r = with_tree(src, args, fn, a)
+            for key in keys:
+                results[key][side].append(BENCHES[key][1](r))
+
+
+def print_results(a: argparse.Namespace, results: dict[str, dict[str, list[float]]]) -> None:
+    """One line per figure: the medians of A and B, B / A, and every run."""
     print(f"A = {a.a_src} {a.a_args}, B = {a.b_src} {a.b_args}, {a.rounds} alternated round(s)", flush=True)
     for key, sides in results.items():
         ma, mb = statistics.median(sides["A"]), statistics.median(sides["B"])
@@ -98,6 +108,15 @@ def main(argv: list[str] | None = None) -> int:
             f"{key} ({BENCHES[key][2]}): median A {ma:,.2f}, B {mb:,.2f}, B/A {mb / ma:.3f} | {runs}",
             flush=True,
         )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Alternate the chosen benchmarks (renew, fetch and polls by default) between the trees."""
+    a = parse(argv)
+    results: dict[str, dict[str, list[float]]] = {}
+    for name in list(a.bench or ["renew", "fetch", "polls"]):
+        alternate(name, a, results)
+    print_results(a, results)
     return 0
 
 

@@ -13,13 +13,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+if not __package__:  # run as a file: make the bench package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import aiohttp
 
+from bench.procs import Child
 from discoverd.client.async_client import AsyncClient
 from discoverd.client.config import ClientConfig
 from discoverd.testing import ServerProcess
@@ -37,13 +41,14 @@ async def main():
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    print(site._server.sockets[0].getsockname()[1], flush=True)
+    print(f"backend listening on 127.0.0.1:{site._server.sockets[0].getsockname()[1]}", flush=True)
     await asyncio.Event().wait()
 asyncio.run(main())
 """
 
 
 async def timed(call: Callable[[], Awaitable[None]], n: int) -> list[float]:
+    """``n`` sequential calls, each timed (seconds)."""
     out = []
     for _ in range(n):
         t0 = time.perf_counter()
@@ -52,15 +57,31 @@ async def timed(call: Callable[[], Awaitable[None]], n: int) -> list[float]:
     return out
 
 
-async def measure(port: int, requests: int, batch: int) -> None:
+async def alternate(
+    plain: Callable[[], Awaitable[None]], via_caller: Callable[[], Awaitable[None]], requests: int, batch: int
+) -> tuple[list[float], list[float]]:
+    """Warm both paths (connections, caches), then ``requests`` of each in alternating batches; timings."""
+    await timed(plain, 200)
+    await timed(via_caller, 200)
+    p: list[float] = []
+    c: list[float] = []
+    for _ in range(requests // batch):
+        p += await timed(plain, batch)
+        c += await timed(via_caller, batch)
+    return p, c
+
+
+async def measure(backend: str, requests: int, batch: int) -> None:
+    """Register the backend (``HOST:PORT``) on a fresh node, then time plain and caller requests in
+    alternating batches; prints the line."""
     with ServerProcess(
         ["--hostname", "bench", "--env", "dev", "--zone", "sh001", "--log-level", "warning"]
     ) as srv:
         cfg = ClientConfig(start_timeout=10)
         async with AsyncClient([srv.addr], env="dev", zone="sh001", hostname="b", config=cfg) as client:
-            await client.register("echo", [f"http://127.0.0.1:{port}"])
+            await client.register("echo", [f"http://{backend}"])
             caller = client.caller()
-            url = f"http://127.0.0.1:{port}/ping"
+            url = f"http://{backend}/ping"
             async with aiohttp.ClientSession() as session:
 
                 async def plain() -> None:
@@ -70,13 +91,7 @@ async def measure(port: int, requests: int, batch: int) -> None:
                 async def via_caller() -> None:
                     await caller.get("echo", "/ping")
 
-                await timed(plain, 200)  # warm both paths (connections, caches)
-                await timed(via_caller, 200)
-                p: list[float] = []
-                c: list[float] = []
-                for _ in range(requests // batch):
-                    p += await timed(plain, batch)
-                    c += await timed(via_caller, batch)
+                p, c = await alternate(plain, via_caller, requests, batch)
     mp, mc = statistics.median(p), statistics.median(c)
     ratio = mc / mp
     verdict = "MET" if ratio <= 1.2 else "MISSED"
@@ -88,13 +103,9 @@ async def measure(port: int, requests: int, batch: int) -> None:
 
 
 def main(requests: int, batch: int) -> None:
-    backend = subprocess.Popen([sys.executable, "-c", BACKEND], stdout=subprocess.PIPE, text=True)
-    try:
-        assert backend.stdout is not None
-        asyncio.run(measure(int(backend.stdout.readline()), requests, batch))
-    finally:
-        backend.kill()
-        backend.wait()
+    """Start the backend (a child process, stopped by PID) and measure."""
+    with Child([sys.executable, "-c", BACKEND], "backend") as backend:
+        asyncio.run(measure(backend.addr, requests, batch))
 
 
 if __name__ == "__main__":

@@ -28,22 +28,33 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
-import run as harness
+if not __package__:  # run as a file: make the bench package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.harness import mib, pct_floor
+from bench.load import register_request
+from bench.node_api import register, service_instance
+from bench.procs import Child, discoverd, raise_fd_limit, rss_bytes
 
 APPID = "bench.hostile.svc"
 
 
 @dataclass(slots=True)
 class Phase:
+    """The timings (ms) of one phase's legitimate requests, and how many pairs were not ``code 0``."""
+
     register_ms: list[float] = field(default_factory=list)
     fetch_ms: list[float] = field(default_factory=list)
     errors: int = 0
 
     def line(self, name: str) -> str:
+        """The phase's figures: p50 / p99 / max of register and fetch, errors."""
+
         def stats(v: list[float]) -> str:
             s = sorted(v)
-            return f"p50 {statistics.median(s):.2f} p99 {s[int(0.99 * (len(s) - 1))]:.2f} max {s[-1]:.2f} ms"
+            return f"p50 {statistics.median(s):.2f} p99 {pct_floor(s, 0.99):.2f} max {s[-1]:.2f} ms"
 
         reg, fetch = stats(self.register_ms), stats(self.fetch_ms)
         return f"{name}: register {reg} | fetch {fetch} | errors {self.errors}"
@@ -57,10 +68,10 @@ async def legit(addr: str, n: int, tag: str) -> Phase:
     fetch = f"GET /discovery/fetch?env=dev&appid={APPID}&status=1 HTTP/1.1\r\nHost: x\r\n\r\n".encode()
     try:
         for i in range(n):
-            spec = harness.service_instance(APPID, 10_000 + i)
+            spec = service_instance(APPID, 10_000 + i)
             spec.hostname = f"legit-{tag}-{i}"
             t0 = time.perf_counter()
-            writer.write(harness.register_request(addr, spec))
+            writer.write(register_request(addr, spec))
             ok = await _answer(reader)
             t1 = time.perf_counter()
             writer.write(fetch)
@@ -75,6 +86,7 @@ async def legit(addr: str, n: int, tag: str) -> Phase:
 
 
 async def _answer(reader: asyncio.StreamReader) -> bool:
+    """Read one answer; whether it is HTTP 200 with ``code 0``."""
     head = await reader.readuntil(b"\r\n\r\n")
     length = int(head.lower().split(b"content-length:", 1)[1].split(b"\r\n", 1)[0])
     body = await reader.readexactly(length)
@@ -136,17 +148,16 @@ async def slow_reader(addr: str, stop: asyncio.Event, closed: list[int]) -> None
 
 
 async def rss_peak(pid: int, stop: asyncio.Event, peak: list[int]) -> None:
+    """Keep ``peak[0]`` at the largest RSS of ``pid`` seen every 100 ms until ``stop``."""
     while not stop.is_set():
-        peak[0] = max(peak[0], harness.rss_bytes(pid))
+        peak[0] = max(peak[0], rss_bytes(pid))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 0.1)
 
 
-async def main_async(srv: harness.Child, a: argparse.Namespace) -> int:
-    for i in range(70):  # ~29 KB fetch answer
-        harness.api(srv.addr, "POST", "/discovery/register", harness.service_instance(APPID, i).form())
-    quiet = await legit(srv.addr, a.requests, "quiet")
-    rss_quiet = harness.rss_bytes(srv.pid)
+async def attacked_phase(srv: Child, a: argparse.Namespace) -> tuple[Phase, int, int, int]:
+    """The legitimate pairs under attack, which lasts ``--hold`` s past its start (to count what the
+    server closed); (timings, peak RSS, slowloris and slow-reader connections closed by the server)."""
     stop, peak, loris_closed, readers_closed = asyncio.Event(), [0], [0], [0]
     async with asyncio.TaskGroup() as tg:
         tg.create_task(rss_peak(srv.pid, stop, peak))
@@ -159,20 +170,31 @@ async def main_async(srv: harness.Child, a: argparse.Namespace) -> int:
         # keep attacking past the header deadline, to count what the server closed
         await asyncio.sleep(max(0.0, started + a.hold - time.monotonic()))
         stop.set()
-    print(quiet.line("unattacked"), f"| RSS {rss_quiet / 2**20:.1f} MiB", flush=True)
+    return attacked, peak[0], loris_closed[0], readers_closed[0]
+
+
+async def main_async(srv: Child, a: argparse.Namespace) -> int:
+    """Register the ~29 KB app, measure unattacked then attacked; print both and the verdict."""
+    for i in range(70):  # ~29 KB fetch answer
+        register(srv.addr, service_instance(APPID, i))
+    quiet = await legit(srv.addr, a.requests, "quiet")
+    rss_quiet = rss_bytes(srv.pid)
+    attacked, peak, loris_closed, readers_closed = await attacked_phase(srv, a)
+    print(quiet.line("unattacked"), f"| RSS {mib(rss_quiet)} MiB", flush=True)
     print(
         attacked.line(f"attacked ({a.slowloris} slowloris, {a.slow_readers} slow readers)"),
-        f"| peak RSS {peak[0] / 2**20:.1f} MiB | hostile connections closed by the server: "
-        f"slowloris {loris_closed[0]}, slow readers {readers_closed[0]}",
+        f"| peak RSS {mib(peak)} MiB | hostile connections closed by the server: "
+        f"slowloris {loris_closed}, slow readers {readers_closed}",
         flush=True,
     )
-    p99 = max(sorted(v)[int(0.99 * (len(v) - 1))] for v in (attacked.register_ms, attacked.fetch_ms))
-    met = p99 <= 50 and peak[0] <= 300 * 2**20 and attacked.errors == 0
+    p99 = max(pct_floor(sorted(v), 0.99) for v in (attacked.register_ms, attacked.fetch_ms))
+    met = p99 <= 50 and peak <= 300 * 2**20 and attacked.errors == 0
     print(f"targets (p99 <= 50 ms, RSS <= 300 MB, no errors): {'MET' if met else 'MISSED'}", flush=True)
     return 0
 
 
 def main() -> int:
+    """Parse the command line, start the server, run both phases."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--slowloris", type=int, default=5000)
     p.add_argument("--slow-readers", type=int, default=50)
@@ -181,8 +203,8 @@ def main() -> int:
     p.add_argument("--ramp", type=float, default=3.0, help="seconds of attack before measuring")
     p.add_argument("--hold", type=float, default=16.0, help="seconds the attack lasts (past 10 s)")
     a = p.parse_args()
-    harness.raise_fd_limit(a.slowloris + a.slow_readers + 512)
-    with harness.discoverd() as srv:
+    raise_fd_limit(a.slowloris + a.slow_readers + 512)
+    with discoverd() as srv:
         return asyncio.run(main_async(srv, a))
 
 

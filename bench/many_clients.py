@@ -26,8 +26,13 @@ import logging
 import resource
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
+if not __package__:  # run as a file: make the bench package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.harness import run_loop
 from discoverd.client.async_client import AsyncClient
 from discoverd.client.config import ClientConfig
 
@@ -213,12 +218,7 @@ def main() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < need:
         resource.setrlimit(resource.RLIMIT_NOFILE, (need if hard == resource.RLIM_INFINITY else hard, hard))
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover
-        asyncio.run(main_async(a))
-    else:
-        uvloop.run(main_async(a))
+    run_loop(main_async(a))
 
 
 if __name__ == "__main__":

@@ -12,9 +12,15 @@ from __future__ import annotations
 import argparse
 import random
 import statistics
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
+if not __package__:  # run as a file: make the bench package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.harness import pct
 from discoverd.core.balancing import Balancer, ZoneAffinity, make_balancer
 from discoverd.model import Instance
 
@@ -50,7 +56,8 @@ def measure(bal: Balancer, inst: list[Instance], picks: int) -> tuple[list[int],
 
 
 def p99(values: list[int]) -> float:
-    return sorted(values)[int(len(values) * 0.99)] / 1000
+    """The 99th percentile (nearest rank) of nanosecond timings, in µs."""
+    return pct(sorted(values), 0.99) / 1000
 
 
 def main() -> None:

@@ -29,51 +29,59 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+if not __package__:  # run as a file: make the bench package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import redis.asyncio as aioredis
 
+from bench.harness import pct_floor, poll_until
+from bench.procs import free_port, stop_process
 from discoverd.backends.redis import RedisConfig, RedisRegistry
-from discoverd.model import Action, Instance
+from discoverd.model import Action, Event, Instance
 
 APP = "bench.svc"
 
 
+def _pong(port: int) -> bool:
+    """Whether a Redis server answers PING on ``port``."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as c:
+            c.sendall(b"PING\r\n")
+            return c.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def _started(proc: subprocess.Popen[bytes], port: int) -> bool:
+    """Whether ``proc`` answers PING on ``port`` within 10 s (False as soon as it exits)."""
+    answered = poll_until(lambda: proc.poll() is not None or _pong(port), 10, 0.01)
+    return answered and proc.poll() is None
+
+
 def start_redis() -> tuple[subprocess.Popen[bytes], int, tempfile.TemporaryDirectory[str]]:
+    """``redis-server`` on a free port of 127.0.0.1, answering PING within 10 s (5 tries, each on a new
+    port); exits the script if it does not start."""
     if shutil.which("redis-server") is None:
         sys.exit("redis-server is missing (make sysdeps)")
     tmp = tempfile.TemporaryDirectory(prefix="discoverd-bench-redis-")
     for _ in range(5):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+        port = free_port()
         proc = subprocess.Popen(
             ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
              "--dir", tmp.name, "--loglevel", "warning"],
             stdout=subprocess.DEVNULL,
         )  # fmt: skip
-        deadline = time.monotonic() + 10
-        while proc.poll() is None and time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5) as c:
-                    c.sendall(b"PING\r\n")
-                    if c.recv(16).startswith(b"+PONG"):
-                        return proc, port, tmp
-            except OSError:
-                time.sleep(0.01)
-        stop(proc)
+        if _started(proc, port):
+            return proc, port, tmp
+        stop_process(proc)
     sys.exit("redis-server did not start")
 
 
-def stop(proc: subprocess.Popen[bytes] | subprocess.Popen[str]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
-
-
 def instance(i: int) -> Instance:
+    """Instance ``n{i}`` of the app, on port 20000 + i (how the parent tells them apart)."""
     return Instance(zone="", env="", appid=APP, hostname=f"n{i}", addrs=[f"http://127.0.0.1:{20000 + i}"])
 
 
@@ -91,6 +99,7 @@ async def provider(url: str, changes: int, gap: float) -> None:
 
 
 def spawn_provider(url: str, changes: int, gap: float) -> subprocess.Popen[str]:
+    """This script with ``--provider``, pipes on stdin and stdout (text)."""
     return subprocess.Popen(
         [sys.executable, __file__, "--provider", url, "--changes", str(changes), "--gap", str(gap)],
         stdin=subprocess.PIPE,
@@ -99,7 +108,20 @@ def spawn_provider(url: str, changes: int, gap: float) -> subprocess.Popen[str]:
     )
 
 
+async def receive_creates(w: AsyncIterator[Event], changes: int, gap: float) -> dict[int, float]:
+    """When (``time.monotonic()``) each of the ``changes`` registrations arrived as a CREATE event."""
+    received: dict[int, float] = {}
+    async with asyncio.timeout(30 + changes * gap * 2):
+        while len(received) < changes:
+            ev = await anext(w)
+            if ev.action is Action.CREATE:
+                received[int(ev.instance.addrs[0].rsplit(":", 1)[1]) - 20000] = time.monotonic()
+    return received
+
+
 async def propagation(url: str, changes: int, gap: float) -> dict[str, float]:
+    """The ``propagation`` benchmark: latency p50/p90/p99/max (ms) from the provider child's register
+    to the watch event here."""
     consumer = RedisRegistry(url)
     w = consumer.watch(APP)
     await consumer.follow(APP)
@@ -109,12 +131,7 @@ async def propagation(url: str, changes: int, gap: float) -> dict[str, float]:
         assert (await asyncio.to_thread(child.stdout.readline)).strip() == "ready"
         child.stdin.write("go\n")
         child.stdin.flush()
-        received: dict[int, float] = {}
-        async with asyncio.timeout(30 + changes * gap * 2):
-            while len(received) < changes:
-                ev = await anext(w)
-                if ev.action is Action.CREATE:
-                    received[int(ev.instance.addrs[0].rsplit(":", 1)[1]) - 20000] = time.monotonic()
+        received = await receive_creates(w, changes, gap)
         lines = [(await asyncio.to_thread(child.stdout.readline)).split() for _ in range(changes)]
         sent = {int(i): float(t) for i, t in lines}
         child.stdin.write("done\n")
@@ -122,7 +139,7 @@ async def propagation(url: str, changes: int, gap: float) -> dict[str, float]:
         child.wait(10)
     finally:
         if child.poll() is None:
-            stop(child)
+            stop_process(child)
         for pipe in (child.stdin, child.stdout):
             pipe.close()
         await consumer.aclose()
@@ -130,13 +147,14 @@ async def propagation(url: str, changes: int, gap: float) -> dict[str, float]:
     return {
         "changes": changes,
         "p50_ms": statistics.median(lat),
-        "p90_ms": lat[int(0.90 * (len(lat) - 1))],
-        "p99_ms": lat[int(0.99 * (len(lat) - 1))],
+        "p90_ms": pct_floor(lat, 0.90),
+        "p99_ms": pct_floor(lat, 0.99),
         "max_ms": lat[-1],
     }
 
 
 async def commands(raw: aioredis.Redis) -> int:
+    """Commands Redis ran so far (``INFO commandstats``, the INFO calls left out)."""
     stats = await raw.info("commandstats")
     return sum(int(v["calls"]) for k, v in stats.items() if k != "cmdstat_info")
 
@@ -149,6 +167,8 @@ async def measure(probe: aioredis.Redis, window: float) -> float:
 
 
 async def cost(url: str, instances: int, window: float) -> dict[str, float]:
+    """The ``cost`` benchmark: commands per second per instance of a provider (heartbeat 1 s, 5 s) and
+    of a consumer's reaper."""
     probe = aioredis.Redis.from_url(url)  # only used for INFO
     out: dict[str, float] = {"instances": instances, "window_s": window}
     for beat in (1.0, 5.0):
@@ -169,7 +189,8 @@ async def cost(url: str, instances: int, window: float) -> dict[str, float]:
     return out
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
+    """The command line (``--provider URL`` is how the script starts its provider child)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("which", nargs="*", default=["propagation", "cost"])
     ap.add_argument("--changes", type=int, default=500)
@@ -177,21 +198,30 @@ def main() -> None:
     ap.add_argument("--instances", type=int, default=100)
     ap.add_argument("--window", type=float, default=10.0)
     ap.add_argument("--provider", help=argparse.SUPPRESS)
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def run_selected(args: argparse.Namespace, url: str) -> None:
+    """The benchmarks named on the command line, one result line each."""
+    if "propagation" in args.which:
+        r = asyncio.run(propagation(url, args.changes, args.gap))
+        print("propagation", " ".join(f"{k}={v:.2f}" for k, v in r.items()), flush=True)
+    if "cost" in args.which:
+        c = asyncio.run(cost(url, args.instances, args.window))
+        print("cost", " ".join(f"{k}={v:.3f}" for k, v in c.items()), flush=True)
+
+
+def main() -> None:
+    """Run the provider child, or start redis-server, run the benchmarks and stop it by PID."""
+    args = parse_args()
     if args.provider:
         asyncio.run(provider(args.provider, args.changes, args.gap))
         return
     proc, port, tmp = start_redis()
-    url = f"redis://127.0.0.1:{port}"
     try:
-        if "propagation" in args.which:
-            r = asyncio.run(propagation(url, args.changes, args.gap))
-            print("propagation", " ".join(f"{k}={v:.2f}" for k, v in r.items()), flush=True)
-        if "cost" in args.which:
-            c = asyncio.run(cost(url, args.instances, args.window))
-            print("cost", " ".join(f"{k}={v:.3f}" for k, v in c.items()), flush=True)
+        run_selected(args, f"redis://127.0.0.1:{port}")
     finally:
-        stop(proc)
+        stop_process(proc)
         tmp.cleanup()
     print(
         f"redis-server pid {proc.pid} stopped; python {sys.version.split()[0]} pid {os.getpid()}",

@@ -25,15 +25,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import statistics
 import sys
 import time
-import urllib.parse
-import urllib.request
+from pathlib import Path
 from typing import Any
+
+if not __package__:  # run as a file: make the bench package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.harness import pct, run_loop
+from bench.node_api import api
+from bench.procs import cpu_seconds, kill, read_line, rss_bytes, spawn_piped, write_line
 
 APP = "bench.app"
 
@@ -42,6 +47,7 @@ APP = "bench.app"
 
 
 async def serve() -> None:
+    """``--role server``: a node with its xDS server; prints ``ready HTTP XDS``, answers ``stats`` lines."""
     from discoverd.server.xds.server import XdsServer
     from discoverd.testing import fast_config, running_node
 
@@ -75,11 +81,13 @@ class Watcher:
         self.done: dict[bytes, asyncio.Event] = {}
 
     def arm(self, marker: bytes) -> asyncio.Event:
+        """Watch for ``marker`` from now on; the event set once every stream saw it."""
         self.marker = marker
         self.seen[marker] = {}
         return self.done.setdefault(marker, asyncio.Event())
 
     def saw(self, index: int, payload: bytes) -> None:
+        """Stream ``index`` received ``payload``: stamp it if it holds the marker the first time."""
         marker = self.marker
         got = self.seen.setdefault(marker, {})
         if index not in got and marker in payload:
@@ -89,6 +97,7 @@ class Watcher:
 
 
 async def one_stream(channel: Any, index: int, watcher: Watcher) -> None:
+    """One ADS stream subscribed to the app's assignment, ACKing every response, until it ends."""
     from discoverd.server.xds import protos
 
     service, method = protos.ADS_METHOD
@@ -117,6 +126,8 @@ async def one_stream(channel: Any, index: int, watcher: Watcher) -> None:
 
 
 async def clients(xds: str, streams: int, per_channel: int) -> None:
+    """``--role client``: ``streams`` streams; prints ``ready``, then per ``arm MARKER`` line ``armed`` and
+    the streams' arrival times (CLOCK_MONOTONIC ns) as JSON; ends at ``quit`` or EOF."""
     import grpc
 
     watcher = Watcher(streams)
@@ -147,108 +158,78 @@ async def clients(xds: str, streams: int, per_channel: int) -> None:
 
 
 def register(http: str, hostname: str, port: int) -> None:
+    """Register instance ``hostname`` of the app (zone z1, env dev) over HTTP."""
     form = {"zone": "z1", "env": "dev", "appid": APP, "hostname": hostname, "status": "1"}
     form["addrs"] = f"grpc://10.1.{port // 256}.{port % 256}:9000"
-    data = urllib.parse.urlencode(form).encode()
-    with urllib.request.urlopen(f"http://{http}/discovery/register", data, timeout=10) as r:
-        assert json.load(r)["code"] == 0
-
-
-def rss_kb(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
-
-
-def cpu_s(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    api(http, "POST", "/discovery/register", list(form.items()))
 
 
 async def spawn(*args: str) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable, __file__, *args, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
+    """This script with ``args`` (a role), pipes on stdin and stdout."""
+    return await spawn_piped(sys.executable, __file__, *args)
+
+
+async def open_streams(args: argparse.Namespace, xds: str, procs: list[asyncio.subprocess.Process]) -> float:
+    """Start the client processes (appended to ``procs``); seconds until every stream had its first answer."""
+    per = [args.streams // args.procs + (i < args.streams % args.procs) for i in range(args.procs)]
+    started = time.monotonic()
+    for n in per:
+        role = ["--role", "client", "--xds", xds, "--streams", str(n), "--per-channel", str(args.per_channel)]
+        procs.append(await spawn(*role))
+    for p in procs[1:]:
+        assert await read_line(p) == "ready"
+    return time.monotonic() - started
+
+
+async def one_round(r: int, http: str, server: int, clients: list[asyncio.subprocess.Process]) -> float:
+    """Register ``new-R``; print when each stream saw it and the server's CPU; the slowest stream (ms)."""
+    marker = f"new-{r}"
+    for p in clients:
+        await write_line(p, f"arm {marker}")
+        assert await read_line(p) == "armed"
+    cpu0 = cpu_seconds(server)
+    t0 = time.monotonic_ns()
+    register(http, marker, r + 1)
+    arrivals = [t for p in clients for t in json.loads(await read_line(p))]
+    cpu1 = cpu_seconds(server)
+    ms: list[float] = sorted((t - t0) / 1e6 for t in arrivals)
+    print(
+        f"round {r}: {len(ms)} streams  p50 {pct(ms, 0.5):6.1f} ms  p99 {pct(ms, 0.99):6.1f} ms  "
+        f"max {max(ms):6.1f} ms  server CPU {cpu1 - cpu0:.3f} s"
     )
-
-
-async def line_of(proc: asyncio.subprocess.Process, timeout: float = 120.0) -> str:
-    assert proc.stdout is not None
-    return (await asyncio.wait_for(proc.stdout.readline(), timeout)).decode().strip()
-
-
-async def say(proc: asyncio.subprocess.Process, text: str) -> None:
-    assert proc.stdin is not None
-    proc.stdin.write(text.encode() + b"\n")
-    await proc.stdin.drain()
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+    return max(ms)
 
 
 async def orchestrate(args: argparse.Namespace) -> None:
+    """Start the server and the clients, measure memory per stream and ``--rounds`` pushes; every
+    process is killed by PID at the end."""
     server = await spawn("--role", "server")
     procs: list[asyncio.subprocess.Process] = [server]
     try:
-        _, http, xds = (await line_of(server)).split()
+        _, http, xds = (await read_line(server)).split()
         register(http, "seed", 1)
         await asyncio.sleep(1.0)  # let the server settle before the baseline (not a synchronisation)
-        rss0 = rss_kb(server.pid)
-        per = [args.streams // args.procs + (i < args.streams % args.procs) for i in range(args.procs)]
-        started = time.monotonic()
-        for n in per:
-            procs.append(
-                await spawn(
-                    "--role",
-                    "client",
-                    "--xds",
-                    xds,
-                    "--streams",
-                    str(n),
-                    "--per-channel",
-                    str(args.per_channel),
-                )
-            )
-        for p in procs[1:]:
-            assert await line_of(p) == "ready"
-        open_s = time.monotonic() - started
-        rss1 = rss_kb(server.pid)
+        rss0 = rss_bytes(server.pid) / 1024
+        open_s = await open_streams(args, xds, procs)
+        rss1 = rss_bytes(server.pid) / 1024
         per_stream = (rss1 - rss0) / args.streams
         print(
             f"{args.streams} streams open in {open_s:.2f} s over {args.procs} client process(es); "
             f"server RSS {rss0 / 1024:.1f} → {rss1 / 1024:.1f} MiB: {per_stream:.1f} KB per stream"
         )
-        worst: list[float] = []
-        for r in range(1, args.rounds + 1):
-            marker = f"new-{r}"
-            for p in procs[1:]:
-                await say(p, f"arm {marker}")
-                assert await line_of(p) == "armed"
-            cpu0 = cpu_s(server.pid)
-            t0 = time.monotonic_ns()
-            register(http, marker, r + 1)
-            arrivals = [t for p in procs[1:] for t in json.loads(await line_of(p))]
-            cpu1 = cpu_s(server.pid)
-            ms = [(t - t0) / 1e6 for t in arrivals]
-            worst.append(max(ms))
-            print(
-                f"round {r}: {len(ms)} streams  p50 {pct(ms, 0.5):6.1f} ms  p99 {pct(ms, 0.99):6.1f} ms  "
-                f"max {max(ms):6.1f} ms  server CPU {cpu1 - cpu0:.3f} s"
-            )
-        await say(server, "stats")
-        print(f"server: {await line_of(server)}")
+        worst = [await one_round(r, http, server.pid, procs[1:]) for r in range(1, args.rounds + 1)]
+        await write_line(server, "stats")
+        print(f"server: {await read_line(server)}")
         print(
             f"max over rounds {max(worst):.1f} ms, median of round maxima {statistics.median(worst):.1f} ms"
         )
     finally:
         for p in procs:
-            with contextlib.suppress(ProcessLookupError):
-                p.kill()
-            await p.wait()
+            await kill(p)
 
 
 def main() -> None:
+    """Run the role ``--role`` names (the orchestrator by default)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--role", choices=("orchestrate", "server", "client"), default="orchestrate")
     parser.add_argument("--streams", type=int, default=1000)
@@ -258,9 +239,7 @@ def main() -> None:
     parser.add_argument("--xds", default="")
     args = parser.parse_args()
     if args.role == "server":
-        import uvloop
-
-        uvloop.run(serve())
+        run_loop(serve())
     elif args.role == "client":
         asyncio.run(clients(args.xds, args.streams, args.per_channel))
     else:
