@@ -8,7 +8,7 @@ problem found (a non-digit → syntax error, an overflow → range error) decide
 from __future__ import annotations
 
 import dataclasses
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 import pytest
 from hypothesis import example, given, settings
@@ -339,6 +339,46 @@ def test_urlencoded_never_crashes(raw: bytes) -> None:
         assert exc.code == BAD_REQUEST
     else:
         assert all(isinstance(k, str) and all(isinstance(v, str) for v in vs) for k, vs in out.items())
+
+
+_TOKENS = st.sampled_from(
+    [
+        "a",
+        "Z",
+        "0",
+        "=",
+        "&",
+        "+",
+        " ",
+        "é",
+        "中",
+        "%41",
+        "%2f",
+        "%2F",
+        "%3d",
+        "%26",
+        "%25",
+        "%2b",
+        "%c3%a9",
+        "%C3%A9",
+        "%e4%b8%ad",
+        "%7B",
+        "%22",
+        "%00",
+        "%7f",
+    ]
+)
+
+
+@_SETTINGS
+@given(st.lists(_TOKENS, max_size=24))
+def test_urlencoded_matches_the_standard_library(tokens: list[str]) -> None:
+    """Valid UTF-8 with well-formed escapes in either letter case: the pairs ``parse_qsl`` reads."""
+    text = "".join(tokens)
+    expected: dict[str, list[str]] = {}
+    for k, v in parse_qsl(text, keep_blank_values=True, errors="strict"):
+        expected.setdefault(k, []).append(v)
+    assert _parse(text.encode()) == expected
 
 
 # -- Form ----------------------------------------------------------------------------------------

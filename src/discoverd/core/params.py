@@ -17,7 +17,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final, Generic, Literal, TypeVar
-from urllib.parse import unquote_to_bytes
+from urllib.parse import unquote
 
 from discoverd.errors import BadRequest
 
@@ -31,48 +31,64 @@ _BAD_ESCAPE: Final = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 _DIGIT_RUN: Final = re.compile(r"[0-9]*", re.ASCII)
 
 
-def _unescape(raw: bytes) -> str:
-    """Go ``QueryUnescape`` of one key or value, then strict UTF-8 decoding.
+def _hex_pairs() -> dict[str, str]:
+    """Every two-hex-digit escape of an ASCII character, in any letter case: ``"2f"``/``"2F"`` → ``"/"``."""
+    table: dict[str, str] = {}
+    for code in range(128):
+        pair = f"{code:02x}"
+        hi, lo = pair[0], pair[1]
+        for h in {hi, hi.upper()}:
+            for low in {lo, lo.upper()}:
+                table[h + low] = chr(code)
+    return table
 
-    The first ``%`` not followed by two hex digits is refused with its text (``invalid URL escape
-    "%zz"``, at most 3 characters, as Go shows it); ``+`` is a space.
+
+_ASCII_ESCAPES: Final = _hex_pairs()
+
+
+def _unescape(text: str) -> str:
+    """Go ``QueryUnescape`` of one key or value whose escapes were already checked (``%`` + 2 hex digits).
+
+    Escapes of ASCII characters are looked up in a table; a value with any other escape goes through
+    :func:`urllib.parse.unquote` with strict UTF-8 (raises ``UnicodeDecodeError`` on invalid UTF-8).
     """
-    if b"%" in raw:
+    head, *rest = text.split("%")
+    try:
+        return head + "".join([_ASCII_ESCAPES[part[:2]] + part[2:] for part in rest])
+    except KeyError:
+        return unquote(text, errors="strict")
+
+
+def parse_urlencoded(raw: bytes, into: dict[str, list[str]]) -> None:
+    """Add the pairs of ``raw`` to ``into`` (key → values in order); raises :class:`BadRequest`.
+
+    Go ``url.ParseQuery``: pairs split on ``&``, key and value on the first ``=``, ``+`` is a space,
+    every ``%`` must start a two-hex-digit escape (the first that does not is refused with its text,
+    ``invalid URL escape "%zz"``, at most 3 characters as Go shows it), a ``;`` is refused. Unlike Go,
+    the text must be UTF-8 once unescaped.
+    """
+    if b";" in raw:
+        raise BadRequest("invalid semicolon separator in query")
+    if b"+" in raw:
+        raw = raw.replace(b"+", b" ")
+    escaped = b"%" in raw
+    if escaped:
         bad = _BAD_ESCAPE.search(raw)
         if bad is not None:
             shown = raw[bad.start() : bad.start() + 3].decode("latin-1")
             raise BadRequest(f'invalid URL escape "{shown}"')
-        raw = unquote_to_bytes(raw.replace(b"+", b" "))
-    elif b"+" in raw:
-        raw = raw.replace(b"+", b" ")
     try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise BadRequest("parameters must be valid UTF-8 text") from None
-
-
-def parse_urlencoded(raw: bytes, into: dict[str, list[str]]) -> None:
-    """Add the pairs of ``raw`` to ``into`` (key → values in order); raises :class:`BadRequest`."""
-    if b";" in raw:
-        raise BadRequest("invalid semicolon separator in query")
-    if b"%" not in raw and b"+" not in raw:  # fast path: nothing to unescape
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise BadRequest("parameters must be valid UTF-8 text") from None
-        for seg in text.split("&"):
-            if seg:
-                k, _, v = seg.partition("=")
-                into.setdefault(k, []).append(v)
-        return
-    try:
-        for segment in raw.split(b"&"):
-            if not segment:
-                continue
-            key, _, value = segment.partition(b"=")
-            k = _unescape(key) if b"%" in key or b"+" in key else key.decode("utf-8")
-            v = _unescape(value) if b"%" in value or b"+" in value else value.decode("utf-8")
-            into.setdefault(k, []).append(v)
+        for segment in raw.decode().split("&"):
+            if segment:
+                key, _, value = segment.partition("=")
+                if escaped:
+                    key = _unescape(key) if "%" in key else key
+                    value = _unescape(value) if "%" in value else value
+                values = into.get(key)
+                if values is None:
+                    into[key] = [value]
+                else:
+                    values.append(value)
     except UnicodeDecodeError:
         raise BadRequest("parameters must be valid UTF-8 text") from None
 
