@@ -106,9 +106,11 @@ class Host:
         task.add_done_callback(self._tasks.discard)
 
     def live(self) -> list[MemberlistNode]:
+        """The nodes of this process that are not shut down."""
         return [n for n in self.nodes.values() if not n.closed]
 
     async def _track(self, node: MemberlistNode) -> None:
+        """Stamp ``node``'s leave events and when it first lists the target member count."""
         async for ev in node.events():
             now = time.monotonic()
             if ev.kind == "leave":
@@ -207,6 +209,8 @@ class Host:
         }
 
     async def snapshot(self) -> dict[str, Any]:
+        """Counters of the live nodes (packets, push/pulls, bad/dropped, queued broadcasts, refutations,
+        awareness, leave events, open suspicions) and this process's CPU time."""
         live = self.live()
         return {
             "cpu": time.process_time(),
@@ -237,6 +241,7 @@ class Host:
         }
 
     async def stop(self) -> None:
+        """Shut every node down and cancel the tracking tasks."""
         for node in list(self.nodes.values()):
             await node.shutdown()
         await self._lag_off()

@@ -65,6 +65,7 @@ class RemoteWorker:
         return cls(proc)
 
     async def _read(self) -> None:
+        """Resolve the waiting calls from the answer lines; fail them all once the worker exits."""
         assert self.proc.stdout is not None
         while line := await self.proc.stdout.readline():
             msg = json.loads(line)

@@ -93,8 +93,8 @@ async def _answer(reader: asyncio.StreamReader) -> bool:
     return head.startswith(b"HTTP/1.1 200") and body.startswith(b'{"code":0')
 
 
-async def slowloris(addr: str, count: int, drip: float, stop: asyncio.Event, closed: list[int]) -> None:
-    """``count`` connections that never finish their headers; counts the ones the server closed."""
+async def connect_many(addr: str, count: int) -> list[socket.socket]:
+    """``count`` non-blocking connections to ``addr`` from 127.0.0.2–9 (the loop runs every 500)."""
     host, port = addr.rsplit(":", 1)
     socks: list[socket.socket] = []
     for i in range(count):
@@ -106,6 +106,25 @@ async def slowloris(addr: str, count: int, drip: float, stop: asyncio.Event, clo
         socks.append(s)
         if i % 500 == 499:
             await asyncio.sleep(0)
+    return socks
+
+
+def drip_byte(socks: list[socket.socket], closed: list[int]) -> list[socket.socket]:
+    """Send one header byte on each socket; the ones the server closed are counted and dropped."""
+    alive = []
+    for s in socks:
+        try:
+            s.send(b"a")
+            alive.append(s)
+        except OSError:
+            closed[0] += 1
+            s.close()
+    return alive
+
+
+async def slowloris(addr: str, count: int, drip: float, stop: asyncio.Event, closed: list[int]) -> None:
+    """``count`` connections that never finish their headers; counts the ones the server closed."""
+    socks = await connect_many(addr, count)
     await asyncio.sleep(0.5)
     for s in socks:
         with contextlib.suppress(OSError):
@@ -113,15 +132,7 @@ async def slowloris(addr: str, count: int, drip: float, stop: asyncio.Event, clo
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), drip)
-        alive = []
-        for s in socks:
-            try:
-                s.send(b"a")
-                alive.append(s)
-            except OSError:
-                closed[0] += 1
-                s.close()
-        socks = alive
+        socks = drip_byte(socks, closed)
     for s in socks:
         s.close()
 

@@ -25,6 +25,7 @@ _release: asyncio.Event | None = None
 
 
 def _held() -> asyncio.Event:
+    """The event held requests wait for (never set), made in the running loop."""
     global _release  # noqa: PLW0603 - one event per server process, made in its loop
     if _release is None:
         _release = asyncio.Event()
@@ -98,6 +99,7 @@ def discoverd_asgi(handler: Handler) -> Callable[..., Awaitable[None]]:
 
 
 async def _uvicorn_discoverd(port: int) -> None:
+    """uvicorn on ``port`` running a node's request handler (the node's own front idles on another port)."""
     uvicorn = importlib.import_module("uvicorn")
     config = fast_config(hostname="bench-node", log_level="warning")
     async with running_node(config) as node:  # its own HTTP front idles on another port
@@ -111,6 +113,7 @@ async def _uvicorn_discoverd(port: int) -> None:
 
 
 def _accepts(port: int) -> bool:
+    """Whether 127.0.0.1:``port`` accepts a connection."""
     try:
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
     except OSError:

@@ -55,6 +55,7 @@ def _ms(text: str) -> float:
 
 
 def _wrk_cmd(url: str, lua: str, lua_args: Sequence[str], a: argparse.Namespace) -> list[str]:
+    """The wrk command line; RuntimeError if wrk is not installed."""
     wrk = shutil.which("wrk")
     if wrk is None:
         raise RuntimeError("wrk is not installed (make sysdeps)")
@@ -63,11 +64,13 @@ def _wrk_cmd(url: str, lua: str, lua_args: Sequence[str], a: argparse.Namespace)
 
 
 def _percentile_ms(text: str, label: str) -> float:
+    """The latency of wrk's ``--latency`` row ``label`` (``50%``), in ms; NaN if missing."""
     m = re.search(rf"^\s*{label}\s+(\S+)", text, re.M)
     return _ms(m.group(1)) if m else float("nan")
 
 
 def _parse_wrk(text: str, server_cpu: float, wrk_cpu: float) -> WrkResult:
+    """The figures of wrk's output."""
     rps = float(re.search(r"Requests/sec:\s*([\d.]+)", text).group(1))  # type: ignore[union-attr]
     total = int(re.search(r"(\d+) requests in", text).group(1))  # type: ignore[union-attr]
     errors = "; ".join(

@@ -38,6 +38,8 @@ from discoverd.client.config import ClientConfig
 
 
 class ErrorCount(logging.Handler):
+    """Counts the records it handles (INFO and worse) and keeps the first 5 messages."""
+
     def __init__(self) -> None:
         super().__init__(logging.INFO)
         self.count = 0
@@ -50,11 +52,13 @@ class ErrorCount(logging.Handler):
 
 
 def send(verb: str, obj: dict[str, Any]) -> None:
+    """One message to run.py: ``verb`` and a JSON object on one stdout line."""
     sys.stdout.write(f"{verb} {json.dumps(obj)}\n")
     sys.stdout.flush()
 
 
 async def receive() -> tuple[str, dict[str, Any]]:
+    """The next message from run.py; ``quit`` at EOF."""
     line = await asyncio.to_thread(sys.stdin.readline)
     if not line:
         return "quit", {}
@@ -63,6 +67,8 @@ async def receive() -> tuple[str, dict[str, Any]]:
 
 
 class Load:
+    """This process's clients, their watch tasks, the errors seen, and the change being awaited."""
+
     def __init__(self, a: argparse.Namespace) -> None:
         self.a = a
         self.apps: list[str] = a.apps.split(",")
@@ -77,11 +83,14 @@ class Load:
         self.all_seen = asyncio.Event()
 
     def error(self, what: str) -> None:
+        """Count an error (its first 5 descriptions are kept)."""
         self.errors += 1
         if len(self.error_samples) < 5:
             self.error_samples.append(what[:200])
 
     async def watcher(self, client: AsyncClient, appid: str, ready: asyncio.Future[None]) -> None:
+        """Follow ``client``'s watch of ``appid``: ``ready`` once it lists ``--expect`` instances, then
+        stamp the first list with the armed target host. An error or an early end is counted."""
         seen_target = False
         try:
             async for instances in client.watch(appid):
@@ -107,6 +116,7 @@ class Load:
             ready.set_exception(RuntimeError(f"watch of {appid} ended before a list"))
 
     async def start_one(self, i: int, sem: asyncio.Semaphore) -> None:
+        """Start client ``i`` (at most ``--concurrency`` at once) and wait up to 60 s for its first lists."""
         async with sem:
             client = AsyncClient(
                 [self.a.addr],
@@ -133,6 +143,7 @@ class Load:
                 self.error(f"first lists: {exc!r}")
 
     async def close_all(self) -> None:
+        """Close every client (``--concurrency`` at once) and cancel the watch tasks."""
         sem = asyncio.Semaphore(self.a.concurrency)
 
         async def close(c: AsyncClient) -> None:
@@ -145,7 +156,50 @@ class Load:
         await asyncio.gather(*self.tasks, return_exceptions=True)
 
 
+def report(load: Load, counter: ErrorCount) -> dict[str, Any]:
+    """Errors so far (the load's and the client logger's), their samples, and the polls the clients sent."""
+    return {
+        "errors": load.errors + counter.count,
+        "samples": load.error_samples + counter.samples,
+        "polls_sent": sum(c.polls_sent for c in load.clients),
+    }
+
+
+async def await_change(load: Load, counter: ErrorCount, obj: dict[str, Any], timeout: float) -> None:
+    """``arm``: expect the hostnames in ``obj`` (appid → hostname); answer ``armed``, then ``done`` once
+    every (client, app) saw its new host or after ``timeout`` s."""
+    load.targets = {str(k): str(v) for k, v in obj.items()}
+    load.arrivals = []
+    load.pending = len(load.clients) * len(load.targets)
+    load.all_seen.clear()
+    send("armed", {})
+    cpu0 = time.process_time()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(load.all_seen.wait(), timeout)
+    cpu_s = time.process_time() - cpu0
+    send(
+        "done", {"arrivals": load.arrivals, "missing": load.pending, "cpu_s": cpu_s, **report(load, counter)}
+    )
+
+
+async def close(load: Load, counter: ErrorCount) -> None:
+    """``quit``: close every client; answer ``bye`` with the errors before and while closing."""
+    t1 = time.monotonic()
+    errors_before_close = load.errors + counter.count
+    await load.close_all()
+    send(
+        "bye",
+        {
+            "errors": errors_before_close,
+            "close_errors": load.errors + counter.count - errors_before_close,
+            "close_s": time.monotonic() - t1,
+            "samples": load.error_samples + counter.samples,
+        },
+    )
+
+
 async def main_async(a: argparse.Namespace) -> None:
+    """Start the clients, answer ``ready``, then serve ``arm`` and ``quit`` (or EOF) from run.py."""
     counter = ErrorCount()
     logging.getLogger("discoverd.client").addHandler(counter)
     logging.getLogger("discoverd.client").setLevel(logging.INFO)
@@ -153,56 +207,18 @@ async def main_async(a: argparse.Namespace) -> None:
     sem = asyncio.Semaphore(a.concurrency)
     t0 = time.monotonic()
     await asyncio.gather(*(load.start_one(i, sem) for i in range(a.clients)))
-    send(
-        "ready",
-        {
-            "clients": len(load.clients),
-            "start_s": time.monotonic() - t0,
-            "errors": load.errors + counter.count,
-            "samples": load.error_samples + counter.samples,
-            "polls_sent": sum(c.polls_sent for c in load.clients),
-        },
-    )
+    send("ready", {"clients": len(load.clients), "start_s": time.monotonic() - t0, **report(load, counter)})
     while True:
         verb, obj = await receive()
         if verb == "arm":
-            load.targets = {str(k): str(v) for k, v in obj.items()}
-            load.arrivals = []
-            load.pending = len(load.clients) * len(load.targets)
-            load.all_seen.clear()
-            send("armed", {})
-            cpu0 = time.process_time()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(load.all_seen.wait(), a.change_timeout)
-            cpu_s = time.process_time() - cpu0
-            send(
-                "done",
-                {
-                    "arrivals": load.arrivals,
-                    "missing": load.pending,
-                    "cpu_s": cpu_s,
-                    "errors": load.errors + counter.count,
-                    "samples": load.error_samples + counter.samples,
-                    "polls_sent": sum(c.polls_sent for c in load.clients),
-                },
-            )
+            await await_change(load, counter, obj, a.change_timeout)
         elif verb == "quit":
-            t1 = time.monotonic()
-            errors_before_close = load.errors + counter.count
-            await load.close_all()
-            send(
-                "bye",
-                {
-                    "errors": errors_before_close,
-                    "close_errors": load.errors + counter.count - errors_before_close,
-                    "close_s": time.monotonic() - t1,
-                    "samples": load.error_samples + counter.samples,
-                },
-            )
+            await close(load, counter)
             return
 
 
 def main() -> None:
+    """Parse the command line, raise the fd limit, run until ``quit``."""
     p = argparse.ArgumentParser(description="many-clients load generator (started by bench/run.py)")
     p.add_argument("--addr", required=True)
     p.add_argument("--env", default="dev")

@@ -26,6 +26,7 @@ from discoverd.model import Instance
 
 
 def instances(n: int = 100) -> list[Instance]:
+    """``n`` instances of one app, weights 10/20/30/40, zones sh001 and sh002."""
     return [
         Instance(
             zone="sh001" if i % 2 else "sh002",
@@ -40,6 +41,7 @@ def instances(n: int = 100) -> list[Instance]:
 
 
 def measure(bal: Balancer, inst: list[Instance], picks: int) -> tuple[list[int], list[int]]:
+    """After 1,000 warm-up picks: per pick, ns of ``pick`` alone and of ``pick`` + ``report``."""
     clock = time.perf_counter_ns
     for _ in range(1_000):
         bal.report(bal.pick(inst), True, 0.001)
@@ -61,6 +63,7 @@ def p99(values: list[int]) -> float:
 
 
 def main() -> None:
+    """One line per balancer."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--picks", type=int, default=100_000)
     args = parser.parse_args()

@@ -189,11 +189,13 @@ class Child:
 
     @property
     def pid(self) -> int:
+        """Its PID (it must have been started)."""
         assert self.proc is not None
         return self.proc.pid
 
     @property
     def url(self) -> str:
+        """``http://HOST:PORT``."""
         return f"http://{self.addr}"
 
     def start(self, timeout: float = 15.0) -> Child:

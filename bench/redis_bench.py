@@ -119,31 +119,40 @@ async def receive_creates(w: AsyncIterator[Event], changes: int, gap: float) -> 
     return received
 
 
+async def drive_provider(
+    child: subprocess.Popen[str], w: AsyncIterator[Event], changes: int, gap: float
+) -> list[float]:
+    """Start the provider child's registrations; per change, ms from just before its register to the
+    watch event here."""
+    assert child.stdin is not None and child.stdout is not None
+    assert (await asyncio.to_thread(child.stdout.readline)).strip() == "ready"
+    child.stdin.write("go\n")
+    child.stdin.flush()
+    received = await receive_creates(w, changes, gap)
+    lines = [(await asyncio.to_thread(child.stdout.readline)).split() for _ in range(changes)]
+    sent = {int(i): float(t) for i, t in lines}
+    child.stdin.write("done\n")
+    child.stdin.flush()
+    child.wait(10)
+    return [(received[i] - sent[i]) * 1000 for i in range(changes)]
+
+
 async def propagation(url: str, changes: int, gap: float) -> dict[str, float]:
     """The ``propagation`` benchmark: latency p50/p90/p99/max (ms) from the provider child's register
-    to the watch event here."""
+    to the watch event here. The child is stopped by PID if it has not exited."""
     consumer = RedisRegistry(url)
     w = consumer.watch(APP)
     await consumer.follow(APP)
     child = spawn_provider(url, changes, gap)
-    assert child.stdin is not None and child.stdout is not None
     try:
-        assert (await asyncio.to_thread(child.stdout.readline)).strip() == "ready"
-        child.stdin.write("go\n")
-        child.stdin.flush()
-        received = await receive_creates(w, changes, gap)
-        lines = [(await asyncio.to_thread(child.stdout.readline)).split() for _ in range(changes)]
-        sent = {int(i): float(t) for i, t in lines}
-        child.stdin.write("done\n")
-        child.stdin.flush()
-        child.wait(10)
+        lat = sorted(await drive_provider(child, w, changes, gap))
     finally:
         if child.poll() is None:
             stop_process(child)
         for pipe in (child.stdin, child.stdout):
-            pipe.close()
+            if pipe is not None:
+                pipe.close()
         await consumer.aclose()
-    lat = sorted((received[i] - sent[i]) * 1000 for i in range(changes))
     return {
         "changes": changes,
         "p50_ms": statistics.median(lat),
