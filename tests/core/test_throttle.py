@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from discoverd.core.throttle import Report, Throttle
+from discoverd.core.throttle import Budget, Report, Throttle
 
 
 def test_first_occurrence_at_once_then_one_summary_per_interval() -> None:
@@ -66,3 +66,20 @@ def test_due_reports_the_counted_occurrences_once_the_interval_passed() -> None:
     assert t.due("k", 110.0) == Report(2, 10.0, "e2", False)
     assert t.due("k", 125.0) is None  # reported: nothing left
     assert t.hit("k", 112.0, "e3") is None  # a new window opened at 110
+
+
+def test_budget_passes_a_burst_per_window_and_counts_the_rest() -> None:
+    b = Budget(3, 1.0)
+    assert b.window_end() == float("-inf")
+    assert [b.take(10.0 + i * 0.1) for i in range(5)] == [True, True, True, False, False]
+    assert b.window_end() == 11.0 and b.refused == 2
+    assert b.take(11.0) is True  # a new window opens at the first occurrence after the end
+    assert b.window_end() == 12.0
+    assert b.drain() == 2 and b.drain() == 0
+
+
+def test_budget_rejects_a_useless_configuration() -> None:
+    with pytest.raises(ValueError):
+        Budget(0, 1.0)
+    with pytest.raises(ValueError):
+        Budget(1, 0.0)

@@ -17,8 +17,12 @@ from urllib.request import Request, urlopen
 import aiohttp
 import pytest
 
+from discoverd.core.events import Registered, Source
 from discoverd.errors import ConfigError
+from discoverd.model import Instance
 from discoverd.server import logs
+from discoverd.server.eventlog import EventLog
+from discoverd.server.logs import RequestScope
 from discoverd.testing import ServerProcess, fast_config, running_node
 from tests.helpers import Wire
 
@@ -210,3 +214,56 @@ def test_serve_refuses_an_unknown_log_level() -> None:
     done = subprocess.run(cmd, capture_output=True, timeout=30, check=False)
     assert done.returncode == 2
     assert b"log_level" in done.stderr
+
+
+async def test_a_register_storm_is_summarised(configure: Setup, http: aiohttp.ClientSession) -> None:
+    """Past the per-second budget, write lines are counted and written as one ``suppressed`` line;
+    every register is accounted for, one by one or in a summary."""
+    stream = configure("json")
+    storm = 300
+    async with running_node(fast_config()) as node:
+        regs = [{**key("storm", f"h{i}"), "status": "1", "addrs": "http://10.0.0.1:80"} for i in range(storm)]
+        answers = await asyncio.gather(*(post(http, node.address, "register", r) for r in regs))
+        assert all(a["code"] == 0 for a in answers)
+
+        def accounted() -> int:
+            summarised = sum(s["counts"].get("register", 0) for s in events(stream, "suppressed"))
+            return len(events(stream, "register")) + int(summarised)
+
+        await until(lambda: accounted() == storm, within=10.0, what="every register logged or summarised")
+    [*_, last] = events(stream, "suppressed")
+    assert last["apps"] == ["storm"] and last["level"] == "INFO"
+    assert len(events(stream, "register")) < storm
+
+
+def test_the_write_budget_writes_one_summary_per_window(configure: Setup) -> None:
+    """The event log's own clock and timer (injected): 150 registers in one window → 100 lines and,
+    when the window ends, one summary of 50; the next window starts with lines again."""
+    stream = configure("json")
+    now = [100.0]
+    timers: list[tuple[float, Callable[[], None]]] = []
+    loop = asyncio.new_event_loop()
+    try:
+
+        def call_later(delay: float, fn: Callable[[], None]) -> asyncio.TimerHandle:
+            timers.append((delay, fn))
+            return loop.call_later(delay, fn)
+
+        log = EventLog(RequestScope(), call_later, clock=lambda: now[0])
+        for i in range(150):
+            log.on_event(Registered(_instance(f"h{i}"), Source.CLIENT, True))
+        assert len(events(stream, "register")) == 100 and not events(stream, "suppressed")
+        [(delay, fire)] = timers
+        assert delay == 1.0
+        now[0] += delay
+        fire()
+        [summary] = events(stream, "suppressed")
+        assert summary["counts"] == {"register": 50} and summary["apps"] == ["a"]
+        log.on_event(Registered(_instance("late"), Source.CLIENT, True))
+        assert len(events(stream, "register")) == 101 and len(timers) == 1
+    finally:
+        loop.close()
+
+
+def _instance(hostname: str) -> Instance:
+    return Instance(zone="sh001", env="dev", appid="a", hostname=hostname, addrs=["http://10.0.0.1:80"])

@@ -86,3 +86,47 @@ class Throttle:
         if w is None or w.count == 0:
             return None
         return Report(w.count, now - w.start, w.detail, False)
+
+
+class Budget:
+    """At most ``burst`` occurrences pass per window of ``interval`` seconds; the rest are refused
+    and counted in :attr:`refused` until :meth:`drain`.
+
+    A window opens at the first occurrence after the previous window ended, so a quiet key passes its
+    first ``burst`` occurrences at once. Pure: the clock comes in as ``now`` (seconds, any monotonic
+    origin). Not thread-safe.
+    """
+
+    __slots__ = ("_passed", "_start", "burst", "interval", "refused")
+
+    def __init__(self, burst: int, interval: float) -> None:
+        if burst < 1 or interval <= 0:
+            raise ValueError("burst must be >= 1 and interval positive")
+        self.burst = burst
+        self.interval = interval
+        self._start: float | None = None
+        self._passed = 0
+        self.refused = 0
+        """Occurrences refused since the last :meth:`drain`."""
+
+    def __repr__(self) -> str:
+        return f"Budget(burst={self.burst}, interval={self.interval:g}, refused={self.refused})"
+
+    def take(self, now: float) -> bool:
+        """One occurrence at ``now``: ``True`` when it passes, ``False`` when refused (and counted)."""
+        if self._start is None or now - self._start >= self.interval:
+            self._start, self._passed = now, 0
+        if self._passed < self.burst:
+            self._passed += 1
+            return True
+        self.refused += 1
+        return False
+
+    def window_end(self) -> float:
+        """When the current window ends (``-inf`` before the first occurrence)."""
+        return float("-inf") if self._start is None else self._start + self.interval
+
+    def drain(self) -> int:
+        """The occurrences refused since the last drain; resets the count."""
+        refused, self.refused = self.refused, 0
+        return refused

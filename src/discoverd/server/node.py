@@ -155,7 +155,7 @@ class Node:
             self.persistence,
             self.membership,
             self.replicator,
-            EventLog(scope),
+            EventLog(scope, loop.call_later),
             self.polls,
             self.dashboard,
             self.xds,
